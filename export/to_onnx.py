@@ -1,0 +1,148 @@
+"""PyTorch model -> bundle directory (one ONNX graph per role + manifest.json).
+
+The build is a chain of path-to-path steps: `build_model` (size/seed or
+weights dir) -> `to_onnx(model, out)`; a later `to_trt(bundle)` adds engines
+to the same directory.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import torch
+
+from cadenza.engine import text as tok
+from cadenza.engine.bundle import FORMAT_VERSION, MANIFEST, content_hash, sha256_file
+
+from .config import TTSConfig
+from .graphs import GraphSpec, graph_specs
+from .model import TTSModel
+
+OPSET = 17
+EXTERNAL_DATA_BYTES = 1 << 30  # graphs whose weights exceed 1 GiB keep them in `<role>.onnx.data`
+FAMILY = "cadenza-reference"
+
+
+def build_model(size: str = "tiny", seed: int = 0, weights: str | Path | None = None, **overrides) -> TTSModel:
+    """The reference model: seeded random init of a named size, or trained weights from a directory."""
+    if weights is not None:
+        return TTSModel.load(weights)
+    return TTSModel.from_config(TTSConfig.from_name(size, seed=seed, **overrides))
+
+
+def _dynamic_axes(spec: GraphSpec) -> dict:
+    axes = {}
+    for t in spec.inputs + spec.outputs:
+        dims = {i: d for i, d in enumerate(t.shape) if isinstance(d, str)}
+        if dims:
+            axes[t.name] = dims
+    return axes
+
+
+def export_graph(spec: GraphSpec, path: Path, param_bytes: int) -> list[str]:
+    """Export one role to `path`; returns the files written (relative names)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation + tracer notes
+        torch.onnx.export(
+            spec.module, spec.example, str(path), dynamo=False, opset_version=OPSET,
+            input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
+            dynamic_axes=_dynamic_axes(spec), do_constant_folding=True)
+    files = [path.name]
+    if param_bytes > EXTERNAL_DATA_BYTES:
+        proto = onnx.load(str(path))
+        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+        files.append(path.name + ".data")
+    onnx.checker.check_model(str(path))
+    return files
+
+
+def _constants(cfg: TTSConfig) -> dict:
+    b, d = cfg.backbone, cfg.depth
+    return {
+        "sample_rate": cfg.codec.sample_rate, "hop": cfg.codec.hop, "frame_rate": cfg.codec.frame_rate,
+        "n_codebooks": cfg.n_codebooks, "codebook_size": cfg.codebook_size, "eos_id": cfg.eos_id,
+        "speaker_dim": cfg.speaker_dim, "max_seq_len": b.max_seq_len, "backbone_dim": b.dim,
+        "backbone_layers": b.n_layers, "kv_heads": b.n_kv_heads, "head_dim": b.head_dim,
+        "depth_layers": d.n_layers if cfg.n_codebooks > 1 else 0, "depth_kv_heads": d.n_kv_heads,
+        "depth_head_dim": d.head_dim,
+    }
+
+
+def _versions() -> dict:
+    import onnxruntime
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(), "exporter": "torch.onnx.export (TorchScript tracer)",
+            "opset": OPSET}
+
+
+def to_onnx(model: TTSModel, out: str | Path, progress: Callable[[str], None] | None = print,
+            with_weights: bool = True) -> Path:
+    """Export every graph role of `model` into the bundle directory `out`.
+
+    Args:
+        model: the reference model (eval mode).
+        out: bundle directory (created; existing graphs are overwritten).
+        progress: called with one line per step (None: silent).
+        with_weights: also store the PyTorch weights (`weights/`), used by the
+            torch backend and the torch-eager baseline on the same weights.
+    Returns:
+        The bundle directory.
+    Example:
+        >>> to_onnx(build_model("tiny"), "bundles/tiny")
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda s: None)
+    cfg = model.cfg
+    specs = graph_specs(model)
+    files: list[str] = []
+    graphs: dict = {}
+    for i, spec in enumerate(specs, 1):
+        t0 = time.perf_counter()
+        param_bytes = sum(p.numel() * p.element_size() for p in spec.module.parameters())
+        say(f"[{i}/{len(specs)}] exporting {spec.role} ({param_bytes / 1e6:.1f} MB of weights) ...")
+        written = export_graph(spec, out / f"{spec.role}.onnx", param_bytes)
+        files += written
+        graphs[spec.role] = {
+            "file": written[0], "inputs": [t.to_dict() for t in spec.inputs],
+            "outputs": [t.to_dict() for t in spec.outputs], "kv": spec.kv, "state": spec.state,
+            "opset": OPSET, "precision": "fp32"}
+        say(f"      {spec.role} done in {time.perf_counter() - t0:.1f} s")
+    if with_weights:
+        model.save(out / "weights")
+        files += ["weights/model.safetensors", "weights/config.json"]
+    return write_manifest(out, cfg, graphs, files)
+
+
+def write_manifest(out: Path, cfg: TTSConfig, graphs: dict, files: list[str]) -> Path:
+    manifest = {
+        "format_version": FORMAT_VERSION, "family": FAMILY, "size": cfg.name, "config": cfg.to_dict(),
+        "constants": _constants(cfg), "special_tokens": tok.SPECIAL_TOKENS,
+        "tokenizer": {"type": "utf8-bytes", "n_tokens": tok.N_TEXT_TOKENS,
+                      "prompt": "[voice, bos, utf-8 bytes..., eot]"},
+        "graphs": graphs, "precision": "fp32", "versions": _versions(),
+        "files": {f: sha256_file(out / f) for f in files},
+        "random_weights": True, "note": "random weights: exercises the engine, does not speak",
+    }
+    manifest["content_sha256"] = content_hash(manifest)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def main_export(size: str, seed: int, out: str, weights: str | None = None) -> Path:
+    t0 = time.perf_counter()
+    model = build_model(size, seed, weights)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"model {model.cfg.name}: {n / 1e6:.1f} M parameters (seed {model.cfg.seed})", file=sys.stderr)
+    path = to_onnx(model, out, progress=lambda s: print(s, file=sys.stderr))
+    size_mb = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file()) / 1e6
+    print(f"bundle {out}: {size_mb:.1f} MB in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return path
