@@ -27,7 +27,7 @@ INT, FLOAT = "int64", "float32"
 class TensorSpec:
     name: str
     dtype: str
-    shape: list  # ints and symbolic dim names
+    shape: list  # ints, symbolic dim names, or "name*N" / "name/N" derived from one
 
     def to_dict(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
@@ -165,12 +165,12 @@ def graph_specs(model: TTSModel) -> list[GraphSpec]:
     specs.append(GraphSpec(
         "codec_decode", CodecDecodeGraph(model),
         [TensorSpec("codes", INT, ["batch", K, "frames"]), *st_in],
-        [TensorSpec("pcm", FLOAT, ["batch", "samples"]), *st_out],
+        [TensorSpec("pcm", FLOAT, ["batch", f"frames*{hop}"]), *st_out],
         (torch.randint(0, C, (B, K, 3)), *[torch.randn(B, c, n) * 0.1 for c, n in shapes]),
         state=[{"input": i.name, "output": o.name, "shape": i.shape[1:]} for i, o in zip(st_in, st_out)]))
     specs.append(GraphSpec(
         "codec_encode", CodecEncodeGraph(model), [TensorSpec("pcm", FLOAT, ["batch", "samples"])],
-        [TensorSpec("codes", INT, ["batch", K, "frames"])], (torch.randn(B, 3 * hop) * 0.1,)))
+        [TensorSpec("codes", INT, ["batch", K, f"samples/{hop}"])], (torch.randn(B, 3 * hop) * 0.1,)))
     specs.append(GraphSpec(
         "speaker_encode", SpeakerGraph(model), [TensorSpec("pcm", FLOAT, ["batch", "samples"])],
         [TensorSpec("embedding", FLOAT, ["batch", cfg.speaker_dim])], (torch.randn(B, 2 * hop) * 0.1,)))

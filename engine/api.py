@@ -1,0 +1,199 @@
+"""The Python API: `Engine.load(bundle)` -> `engine.stream(text)` -> chunks of PCM.
+
+Example:
+    >>> from cadenza.engine import Engine
+    >>> with Engine.load("bundles/tiny") as engine:
+    ...     for chunk in engine.stream("Hello there.", seed=0):
+    ...         play(chunk.pcm, chunk.sample_rate)
+
+The reference model family has random weights: the audio exercises the engine
+at realistic shapes, but it is not speech.
+"""
+from __future__ import annotations
+
+import os
+import queue
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import text as tok
+from .backend import get_backend
+from .bundle import Bundle
+from .codec_stream import BatchDecoder, CodecState, CodecWorker
+from .errors import KVCacheExhausted
+from .generator import Generator, Row
+from .kv_cache import CacheShape
+from .metrics import StreamMetrics
+from .sampler import SamplingParams, StreamSampler
+from .scheduler import Scheduler
+from .stream import ChunkSchedule, Request, Stream
+
+
+@dataclass
+class Synthesis:
+    """A whole waveform with its codes and metrics."""
+
+    pcm: np.ndarray  # float32 [N]
+    sample_rate: int
+    codes: np.ndarray  # [K, F]
+    metrics: dict
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / self.sample_rate
+
+
+class Engine:
+    """A loaded bundle with its KV cache, scheduler and codec worker. Thread-safe."""
+
+    def __init__(self, bundle: Bundle, backend: str = "ort", *, max_streams: int = 4, max_len: int | None = None,
+                 memory_budget_mb: float = 1024, threads: int | None = None, codec_threads: int = 1,
+                 chunk: ChunkSchedule | None = None, max_queue: int = 64, queue_timeout: float = 30.0):
+        c = bundle.manifest["constants"]
+        self.bundle, self.backend_name = bundle, backend
+        self.sample_rate, self.hop, self.frame_rate = c["sample_rate"], c["hop"], c["frame_rate"]
+        self.n_codebooks, self.speaker_dim = c["n_codebooks"], c["speaker_dim"]
+        self.max_len = int(max_len or c["max_seq_len"])
+        if not 8 <= self.max_len <= c["max_seq_len"]:
+            raise ValueError(f"max_len must be in [8, {c['max_seq_len']}] (the model's context), got {self.max_len}")
+        self.slots = self._slots(c, max_streams, memory_budget_mb)
+        self.chunk = chunk or ChunkSchedule()
+        be = get_backend(backend)
+        self.gen = Generator(bundle, be, self.slots, self.max_len, threads)
+        codec_g = be.open(bundle, "codec_decode", {"batch": self.slots, "frames": self.chunk.max_frames}, codec_threads)
+        self.codec_graph = codec_g
+        self.worker = CodecWorker(BatchDecoder(codec_g, self.slots, self.n_codebooks, self.chunk.max_frames))
+        self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue, queue_timeout)
+        self.max_segment_bytes = self._max_segment_bytes()
+        self._closed = False
+
+    @classmethod
+    def load(cls, bundle: str | Path | Bundle, backend: str = "ort", **kwargs) -> "Engine":
+        """Load a bundle (checked against its manifest hashes) and start the engine.
+
+        Args:
+            bundle: the bundle directory (from `cadenza export`).
+            backend: "ort" (ONNX Runtime, CPU; the default).
+            max_streams: concurrent streams (KV slots), capped by `memory_budget_mb`.
+            max_len: KV positions per slot (default: the model's context).
+            threads: intra-op threads for generation (default: all cores).
+            chunk: the chunk schedule (first chunk small, then growing).
+            max_queue, queue_timeout: the bounded wait queue for a free slot.
+        """
+        b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        return cls(b, backend, **kwargs)
+
+    def _slots(self, c: dict, max_streams: int, budget_mb: float) -> int:
+        if max_streams < 1:
+            raise ValueError(f"max_streams must be >= 1, got {max_streams}")
+        per = CacheShape(c["backbone_layers"], c["kv_heads"], c["head_dim"], self.max_len).slot_bytes
+        fit = int(budget_mb * 2**20 // per)
+        if fit < 1:
+            raise KVCacheExhausted(f"one KV slot of max_len={self.max_len} needs {per / 2**20:.1f} MiB, more than "
+                                   f"memory_budget_mb={budget_mb}; raise the budget or lower max_len")
+        return min(max_streams, fit)
+
+    def _max_segment_bytes(self) -> int:
+        """The longest text (in bytes) whose prompt plus frame cap fits one slot."""
+        lo, hi = 0, self.max_len
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            _, cap = tok.frame_bounds("x" * mid, self.frame_rate)
+            lo, hi = (mid, hi) if mid + 3 + cap <= self.max_len else (lo, mid - 1)
+        return lo
+
+    # --- streams --------------------------------------------------------------
+    def stream(self, text: str, voice=None, *, frames: int | None = None, sampling: SamplingParams | None = None,
+               **sampling_kwargs) -> Stream:
+        """Start synthesising `text`; iterate the returned `Stream` for `Chunk`s.
+
+        Args:
+            text: any length; long text is split at sentence / clause boundaries.
+            voice: None (neutral), a speaker embedding [E], or an object with `.embedding`.
+            frames: force exactly this many frames (benchmarks); the text must fit one segment.
+            sampling / **sampling_kwargs: `SamplingParams` or its fields
+                (seed, temperature, top_k, top_p, repetition_penalty, greedy).
+        Raises:
+            TextError, KVCacheExhausted, SamplingError, EngineBusy, EngineClosed.
+        """
+        params = sampling or SamplingParams(**sampling_kwargs)
+        req = self._request(text, self._voice(voice), frames, params)
+        self.scheduler.submit(req)
+        return Stream(req, self.scheduler, self.sample_rate)
+
+    def astream(self, text: str, voice=None, **kwargs):
+        """The asyncio twin of `stream`: `async for chunk in engine.astream(...)`."""
+        return self.stream(text, voice, **kwargs).__aiter__()
+
+    def synthesize(self, text: str, voice=None, **kwargs) -> Synthesis:
+        """The whole waveform at once (streamed internally)."""
+        s = self.stream(text, voice, **kwargs)
+        pcm = s.read_all()
+        return Synthesis(pcm, self.sample_rate, s.codes, s.metrics.summary())
+
+    def _request(self, text: str, voice: np.ndarray, frames: int | None, params: SamplingParams) -> Request:
+        segments = tok.split_text(text, self.max_segment_bytes)
+        if frames is not None:
+            if not isinstance(frames, int) or frames < 1:
+                raise ValueError(f"frames must be a positive int, got {frames!r}")
+            if len(segments) > 1:
+                raise KVCacheExhausted(f"frames={frames} needs the text in one segment, but it splits into "
+                                       f"{len(segments)}; shorten the text or raise max_len")
+        prompts = [tok.prompt_tokens(s) for s in segments]
+        bounds = [(frames, frames) if frames else tok.frame_bounds(s, self.frame_rate) for s in segments]
+        for p, (_, cap) in zip(prompts, bounds):
+            if len(p) + cap > self.max_len:
+                raise KVCacheExhausted(f"a prompt of {len(p)} tokens plus {cap} frames exceeds max_len={self.max_len}; "
+                                       "raise max_len or lower frames")
+        metrics = StreamMetrics(self.sample_rate, self.frame_rate, self.n_codebooks, segments=len(segments),
+                                seed=params.seed)
+        row = Row(StreamSampler(params, self.n_codebooks), forced=frames is not None)
+        return Request(prompts, bounds, voice, row, CodecState.zeros(self.codec_graph), metrics, self.chunk)
+
+    def _voice(self, voice) -> np.ndarray:
+        if voice is None:
+            return np.zeros(self.speaker_dim, np.float32)
+        emb = getattr(voice, "embedding", voice)
+        emb = np.asarray(emb, np.float32).reshape(-1)
+        if emb.shape != (self.speaker_dim,) or not np.isfinite(emb).all():
+            raise ValueError(f"a voice embedding must be {self.speaker_dim} finite floats, got shape {emb.shape}")
+        return emb
+
+    # --- utilities --------------------------------------------------------------
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Offline decode of all frames [K, F] at once (from zero state): float32 [F * hop].
+
+        Runs on the codec worker (the only user of the decoder graph's buffers)."""
+        from .codec_stream import DecodeJob
+
+        box: queue.Queue = queue.Queue()
+        self.worker.submit(DecodeJob(np.ascontiguousarray(codes, np.int64), CodecState.zeros(self.codec_graph),
+                                     box.put))
+        out = box.get()
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    @property
+    def active_streams(self) -> int:
+        return self.scheduler.active
+
+    def close(self) -> None:
+        """Stop the scheduler and the codec worker; running streams end with EngineClosed."""
+        if not self._closed:
+            self._closed = True
+            self.scheduler.close()
+            self.worker.close()
+            self.gen.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @staticmethod
+    def default_threads() -> int:
+        return os.cpu_count() or 1

@@ -1,0 +1,149 @@
+"""The streaming codec decoder, running on a worker thread beside generation.
+
+Generation fills the frames of chunk N+1 while the worker decodes chunk N
+(ONNX Runtime releases the GIL, so both cores work). Each stream carries its
+own decoder state (conv left context, transposed-conv tails) from chunk to
+chunk and from segment to segment, so the stream is seam-free by construction:
+concatenated chunks equal one offline decode of the same frames.
+
+The worker batches the chunks that are due across streams: jobs with the same
+frame count are decoded in one call, their states gathered into preallocated
+staging rows and scattered back after. The PCM of each chunk is copied once
+out of the graph's output buffer into an array the caller owns.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .backend import Graph
+
+
+@dataclass
+class CodecState:
+    """One stream's decoder state: a list of [1, C, N] arrays in manifest order."""
+
+    arrays: list[np.ndarray]
+
+    @classmethod
+    def zeros(cls, graph: Graph) -> "CodecState":
+        return cls([np.zeros((1, *s["shape"]), np.float32) for s in graph.state])
+
+    def reset(self) -> None:
+        for a in self.arrays:
+            a.fill(0)
+
+
+@dataclass
+class DecodeJob:
+    codes: np.ndarray  # [K, F] int64
+    state: CodecState
+    deliver: Callable[[np.ndarray | BaseException], None]  # receives caller-owned PCM [F * hop]
+    frame_range: tuple[int, int] = (0, 0)
+    meta: dict = field(default_factory=dict)
+
+
+class BatchDecoder:
+    """Decodes groups of same-length jobs in one graph call (staging buffers preallocated)."""
+
+    def __init__(self, graph: Graph, max_batch: int, n_codebooks: int, max_frames: int):
+        self.g = graph
+        self.K = n_codebooks
+        self.max_batch, self.max_frames = max_batch, max_frames
+        self.codes = np.zeros(max_batch * n_codebooks * max_frames, np.int64)
+        self.staging = [np.zeros((max_batch, *s["shape"]), np.float32) for s in graph.state]
+
+    def decode(self, jobs: list[DecodeJob]) -> list[np.ndarray]:
+        """Decode jobs that share one frame count; states are updated in place."""
+        if jobs[0].codes.shape[1] == 0:  # an end marker: nothing to decode
+            return [np.zeros(0, np.float32) for _ in jobs]
+        if jobs[0].codes.shape[1] > self.max_frames:  # longer than the staging rows: one at a time
+            return [self._decode_group([j], own=True)[0] for j in jobs]
+        out: list[np.ndarray] = []
+        for i in range(0, len(jobs), self.max_batch):
+            out += self._decode_group(jobs[i:i + self.max_batch])
+        return out
+
+    def _decode_group(self, jobs: list[DecodeJob], own: bool = False) -> list[np.ndarray]:
+        G, F = len(jobs), jobs[0].codes.shape[1]
+        if own:
+            codes = np.ascontiguousarray(jobs[0].codes[None])
+            states = list(jobs[0].state.arrays)
+        else:
+            codes = self.codes[: G * self.K * F].reshape(G, self.K, F)
+            states = [st[:G] for st in self.staging]
+            for g, job in enumerate(jobs):
+                codes[g] = job.codes
+                for dst, src in zip(states, job.state.arrays):
+                    dst[g] = src[0]
+        feeds = {self.g.input_names[0]: codes}
+        feeds.update({s["input"]: a for s, a in zip(self.g.state, states)})
+        out = self.g.run(feeds)
+        pcm = out[self.g.output_names[0]]  # [G, F * hop], owned by the graph
+        for g, job in enumerate(jobs):
+            for arr, s in zip(job.state.arrays, self.g.state):
+                arr[0] = out[s["output"]][g]
+        return [pcm[g].copy() for g in range(G)]  # caller-owned copies
+
+
+class CodecWorker:
+    """A thread that decodes `DecodeJob`s in submission order per stream."""
+
+    def __init__(self, decoder: BatchDecoder):
+        self.decoder = decoder
+        self.jobs: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, name="cadenza-codec", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: DecodeJob) -> None:
+        self.jobs.put(job)
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            first = self.jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:  # drain what is due now, to batch it
+                try:
+                    nxt = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self.jobs.put(None)
+                    break
+                batch.append(nxt)
+            self._run(batch)
+
+    def _run(self, batch: list[DecodeJob]) -> None:
+        # one job per stream per call keeps each stream's chunks in order
+        while batch:
+            groups: dict[int, list[DecodeJob]] = {}
+            seen, rest = set(), []
+            for job in batch:
+                if id(job.state) in seen:
+                    rest.append(job)
+                    continue
+                seen.add(id(job.state))
+                groups.setdefault(job.codes.shape[1], []).append(job)
+            for jobs in groups.values():
+                self._decode(jobs)
+            batch = rest
+
+    def _decode(self, jobs: list[DecodeJob]) -> None:
+        try:
+            results = self.decoder.decode(jobs)
+        except Exception as e:  # a failed call fails its jobs, never the worker
+            for job in jobs:
+                job.deliver(e)
+            return
+        for job, pcm in zip(jobs, results):
+            job.deliver(pcm)

@@ -1,0 +1,176 @@
+"""The batched generator: prefill, then per frame one backbone step plus the depth steps.
+
+Every active stream is one row of the batch, and row `b` lives in KV slot `b`
+(rows are kept compact: see `remove`). One call of `frame()` samples codebook 0
+for every row from its pending logits, runs the `K - 1` depth steps for the
+whole batch and returns each row's frame; `step()` then feeds the frames back
+through the backbone for every row at its own position. A row's numbers never
+depend on the other rows: the graphs treat rows independently and each row
+samples from its own RNG.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backend import Backend
+from .bundle import Bundle
+from .kv_cache import CacheShape, KVCache
+from .sampler import StreamSampler
+
+
+@dataclass
+class Row:
+    """Host-side control state of one row (passed in explicitly, moshi-style)."""
+
+    sampler: StreamSampler
+    position: int = 0  # next cache position to write (= valid length)
+    frames: int = 0  # frames generated in the current segment
+    min_frames: int = 0  # end-of-speech refused before this
+    max_frames: int = 0  # stop here (with `forced`, exactly here)
+    forced: bool = False
+    owner: object = field(default=None, repr=False)
+
+
+class Generator:
+    """Owns the backbone / depth graphs, their KV caches and the batch buffers."""
+
+    def __init__(self, bundle: Bundle, backend: Backend, slots: int, max_len: int, threads: int | None = None):
+        c = bundle.manifest["constants"]
+        self.K, self.C, self.eos = c["n_codebooks"], c["codebook_size"], c["eos_id"]
+        self.max_len, self.slots = max_len, slots
+        dims = {"batch": slots, "prompt_len": max_len, "cache_len": max_len, "depth_len": max(self.K - 1, 1)}
+        self.prefill_g = backend.open(bundle, "backbone_prefill", {**dims, "batch": 1}, threads)
+        self.step_g = backend.open(bundle, "backbone_step", dims, threads)
+        self.depth_g = backend.open(bundle, "depth_step", dims, threads) if self.K > 1 else None
+        self.kv = KVCache(CacheShape(c["backbone_layers"], c["kv_heads"], c["head_dim"], max_len), slots)
+        self.depth_kv = (KVCache(CacheShape(c["depth_layers"], c["depth_kv_heads"], c["depth_head_dim"], self.K - 1), slots)
+                         if self.K > 1 else None)
+        self.rows: list[Row] = []
+        S, D = slots, c["backbone_dim"]
+        self.logits = np.zeros((S, self.C + 1), np.float32)  # pending codebook-0 logits per row
+        self.hidden = np.zeros((S, D), np.float32)
+        self.codes = np.zeros((S, self.K), np.int64)  # the frame each row feeds back
+        self.positions = np.zeros(S, np.int64)
+        self.prev = np.zeros(S, np.int64)
+        self.depth_pos = np.zeros(1, np.int64)
+        self._one = {k: np.zeros(1, np.int64) for k in ("lengths", "start")}
+
+    # --- rows -------------------------------------------------------------
+    @property
+    def batch(self) -> int:
+        return len(self.rows)
+
+    def add(self, row: Row) -> int:
+        """Give `row` the next slot (the caller checked one is free); returns its index."""
+        assert len(self.rows) < self.slots, "no free slot"
+        self.rows.append(row)
+        return len(self.rows) - 1
+
+    def remove(self, b: int) -> None:
+        """Free row `b` at once: the last row moves into its slot, keeping rows compact."""
+        last = len(self.rows) - 1
+        if b != last:
+            moved = self.rows[last]
+            self.kv.move(last, b, moved.position)
+            for buf in (self.logits, self.hidden, self.codes, self.positions):
+                buf[b] = buf[last]
+            self.rows[b] = moved
+        self.rows.pop()
+
+    # --- the three phases -------------------------------------------------
+    def prefill(self, b: int, tokens: list[int], voice: np.ndarray, start: int = 0) -> None:
+        """Prefill row `b` with `tokens` after `start` cached positions (0: a fresh prompt)."""
+        n = len(tokens)
+        self.kv.check_fits(start, n)
+        tok = np.asarray(tokens, np.int64)[None]  # [1, P]
+        self._one["lengths"][0], self._one["start"][0] = n, start
+        feeds = {"tokens": tok, "voice": np.ascontiguousarray(voice, np.float32).reshape(1, -1),
+                 "lengths": self._one["lengths"], "start": self._one["start"]}
+        feeds.update(self._kv_feeds(self.prefill_g, self.kv.slot_views(b)))
+        out = self.prefill_g.run(feeds)
+        self.kv.write_prefix(self._stack_new(self.prefill_g, out), b, start, n)
+        self.logits[b], self.hidden[b] = out["logits"][0], out["hidden"][0]
+        self.rows[b].position = start + n
+
+    def frame(self) -> list[np.ndarray | None]:
+        """Sample one frame for every row: [K] codes, or None where the row chose end-of-speech."""
+        B = self.batch
+        result: list[np.ndarray | None] = []
+        for b, row in enumerate(self.rows):
+            logits = self.logits[b].copy()
+            if row.forced or row.frames < row.min_frames:
+                logits[self.eos] = -np.inf
+            c0 = row.sampler.sample(logits, 0)
+            self.prev[b] = self.codes[b, 0] = c0 if c0 != self.eos else 0
+            result.append(None if c0 == self.eos else c0)
+        if self.depth_g is not None and B:
+            self._depth(B)
+        frames = []
+        for b, (row, c0) in enumerate(zip(self.rows, result)):
+            if c0 is None:
+                frames.append(None)
+                continue
+            row.frames += 1
+            row.sampler.observe(self.codes[b])
+            frames.append(self.codes[b].copy())
+        return frames
+
+    def _depth(self, B: int) -> None:
+        hidden, prev = self.hidden[:B], self.prev[:B]
+        views = self.depth_kv.views(B)
+        for p in range(self.K - 1):
+            self.depth_pos[0] = p
+            feeds = {"hidden": hidden, "prev_code": prev, "depth_pos": self.depth_pos}
+            feeds.update(self._kv_feeds(self.depth_g, views))
+            out = self.depth_g.run(feeds)
+            for (l, kv), name in zip(self._kv_index(self.depth_g), self._new_names(self.depth_g)):
+                self.depth_kv.data[l, kv, :B, :, p, :] = out[name][:, :, 0, :]
+            logits = out["logits"]
+            for b, row in enumerate(self.rows):
+                self.codes[b, p + 1] = self.prev[b] = row.sampler.sample(logits[b], p + 1)
+
+    def step(self) -> None:
+        """Feed every row's last frame through the backbone at its own position."""
+        B = self.batch
+        if not B:
+            return
+        for b, row in enumerate(self.rows):
+            self.positions[b] = row.position
+        self.kv.check_fits(int(self.positions[:B].max()), 1, "the stream")
+        feeds = {"codes": self.codes[:B], "positions": self.positions[:B]}
+        feeds.update(self._kv_feeds(self.step_g, self.kv.views(B)))
+        out = self.step_g.run(feeds)
+        rows = np.arange(B)
+        pos = self.positions[:B]
+        for (l, kv), name in zip(self._kv_index(self.step_g), self._new_names(self.step_g)):
+            self.kv.data[l, kv, rows, :, pos, :] = out[name][:, :, 0, :]
+        self.logits[:B], self.hidden[:B] = out["logits"], out["hidden"]
+        for row in self.rows:
+            row.position += 1
+
+    # --- manifest plumbing (names come from the manifest only) -------------
+    @staticmethod
+    def _kv_index(g) -> list[tuple[int, int]]:
+        return [(l, kv) for l in range(g.kv_layers) for kv in (0, 1)]
+
+    @staticmethod
+    def _new_names(g) -> list[str]:
+        return [n for l in range(g.kv_layers) for n in (g.kv["new_key"] % l, g.kv["new_value"] % l)]
+
+    @staticmethod
+    def _kv_feeds(g, views: list[np.ndarray]) -> dict:
+        names = [n for l in range(g.kv_layers) for n in (g.kv["past_key"] % l, g.kv["past_value"] % l)]
+        return dict(zip(names, views))
+
+    def _stack_new(self, g, out) -> np.ndarray:
+        """Prefill outputs -> [L, 2, 1, Hkv, P, Dh] (one copy, outside the decode loop)."""
+        names = self._new_names(g)
+        L = g.kv_layers
+        return np.stack([np.stack([out[names[2 * l]], out[names[2 * l + 1]]]) for l in range(L)])
+
+    def close(self) -> None:
+        for g in (self.prefill_g, self.step_g, self.depth_g):
+            if g is not None:
+                g.close()

@@ -1,0 +1,200 @@
+"""Continuous batching: one loop thread steps every active stream together.
+
+Streams wait in a bounded FIFO queue, join between steps (after their own
+prefill, interleaved with decode steps so a new stream reaches its first audio
+quickly, however long the others run) and leave on end-of-speech, error or
+cancellation, freeing their slot at once. Admission beyond the slots and the
+queue, or a wait past `queue_timeout`, is a typed `EngineBusy` error.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+import numpy as np
+
+from .codec_stream import CodecWorker, DecodeJob
+from .errors import EngineBusy, EngineClosed, StreamCancelled
+from .generator import Generator
+from .stream import Chunk, Request, end_marker
+
+
+class Scheduler:
+    def __init__(self, gen: Generator, worker: CodecWorker, sample_rate: int, hop: int,
+                 max_queue: int = 64, queue_timeout: float = 30.0):
+        self.gen, self.worker = gen, worker
+        self.sample_rate, self.hop = sample_rate, hop
+        self.max_queue, self.queue_timeout = max_queue, queue_timeout
+        self.waiting: collections.deque[Request] = collections.deque()
+        self.cond = threading.Condition()
+        self.closed = False
+        self.steps = 0
+        self.thread = threading.Thread(target=self._loop, name="cadenza-scheduler", daemon=True)
+        self.thread.start()
+
+    # --- called from any thread -------------------------------------------
+    def submit(self, req: Request) -> None:
+        with self.cond:
+            if self.closed:
+                raise EngineClosed("the engine is closed; load it again")
+            if len(self.waiting) >= self.max_queue:
+                raise EngineBusy(f"{len(self.waiting)} streams already wait for a slot (max_queue={self.max_queue}) "
+                                 f"beside {self.gen.slots} running; raise max_streams or max_queue")
+            req.submitted = time.perf_counter()
+            self.waiting.append(req)
+            self.cond.notify_all()
+
+    def cancel(self, req: Request) -> None:
+        req.cancelled.set()
+        with self.cond:
+            if req in self.waiting:
+                self.waiting.remove(req)
+                self._finish(req, StreamCancelled("cancelled while waiting for a slot"))
+            self.cond.notify_all()
+        req.out.put(end_marker())  # wake a reader blocked on this stream
+
+    @property
+    def active(self) -> int:
+        return self.gen.batch
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            pending = list(self.waiting)
+            self.waiting.clear()
+            self.cond.notify_all()
+        for req in pending:
+            self._finish(req, EngineClosed("the engine closed before this stream started"))
+        self.thread.join(timeout=30)
+
+    # --- the loop -----------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.closed and not self.waiting and not self.gen.batch:
+                    self.cond.wait()
+                if self.closed:
+                    break
+                admitted = self._take_admissible()
+            for req in admitted:
+                self._start(req)
+            self._drop_cancelled()
+            if self.gen.batch:
+                self._iteration()
+        for row in list(self.gen.rows):
+            self._finish(row.owner, EngineClosed("the engine closed while this stream ran"))
+        self.gen.rows.clear()
+
+    def _take_admissible(self) -> list[Request]:
+        now, out = time.perf_counter(), []
+        while self.waiting and self.gen.batch + len(out) < self.gen.slots:
+            out.append(self.waiting.popleft())
+        for req in [r for r in self.waiting if now - r.submitted > self.queue_timeout]:
+            self.waiting.remove(req)
+            self._finish(req, EngineBusy(
+                f"waited {self.queue_timeout:.1f} s for a stream slot ({self.gen.slots} in use); "
+                "raise max_streams or queue_timeout"))
+        return out
+
+    def _start(self, req: Request) -> None:
+        if req.cancelled.is_set():
+            return self._finish(req, StreamCancelled("cancelled before it started"))
+        b = self.gen.add(req.row)
+        req.row.owner = req
+        try:
+            req.begin_segment(0)
+            self.gen.prefill(b, req.segments[0], req.voice)
+        except Exception as e:
+            self.gen.remove(b)
+            self._finish(req, e)
+
+    def _drop_cancelled(self) -> None:
+        for b in range(self.gen.batch - 1, -1, -1):
+            req = self.gen.rows[b].owner
+            if req.cancelled.is_set():
+                self.gen.remove(b)
+                self._finish(req, None)
+
+    def _iteration(self) -> None:
+        try:
+            frames = self.gen.frame()
+        except Exception as e:
+            return self._fail_all(e)
+        leaving, reprefill = [], []
+        for b, (row, frame) in enumerate(zip(self.gen.rows, frames)):
+            req: Request = row.owner
+            if frame is not None:
+                req.pending.append(frame)
+                req.codes.append(frame)
+                req.metrics.on_frame()
+            if frame is None or row.frames >= row.max_frames:
+                if req.segment + 1 < len(req.segments):
+                    reprefill.append(b)
+                else:
+                    leaving.append(b)
+            self._maybe_flush(req, last=b in leaving)
+        for b in reversed(leaving):
+            req = self.gen.rows[b].owner
+            self.gen.remove(b)
+            self._finish(req, None)
+        try:
+            self.gen.step()
+        except Exception as e:
+            return self._fail_all(e)
+        self.steps += 1
+        for b in reprefill:
+            self._next_segment(b)
+
+    def _next_segment(self, b: int) -> None:
+        req: Request = self.gen.rows[b].owner
+        try:
+            req.begin_segment(req.segment + 1)
+            self.gen.prefill(b, req.segments[req.segment], req.voice)
+        except Exception as e:
+            self.gen.remove(b)
+            self._finish(req, e)
+
+    def _maybe_flush(self, req: Request, last: bool) -> None:
+        if not (last or req.chunk_due()):
+            return
+        n = len(req.pending)
+        start = req.frames_sent
+        codes = np.stack(req.pending, axis=1) if n else np.zeros((self.gen.K, 0), np.int64)  # [K, F]
+        req.pending.clear()
+        req.frames_sent += n
+        req.chunk_size = req.schedule.next(req.chunk_size or req.schedule.first, self._ahead(req))
+        self.worker.submit(DecodeJob(codes, req.codec_state, self._deliver(req, start, n, last), (start, start + n)))
+
+    def _ahead(self, req: Request) -> bool:
+        """Is the stream's generated audio ahead of real time (by at least one chunk)?"""
+        m = req.metrics
+        if not m.arrivals:
+            return True
+        played = time.perf_counter() - m.t_start - m.arrivals[0]
+        return req.frames_sent * self.hop / self.sample_rate > played + req.chunk_size * self.hop / self.sample_rate
+
+    def _deliver(self, req: Request, start: int, n: int, last: bool):
+        def deliver(pcm):
+            if isinstance(pcm, BaseException):
+                req.out.put(pcm)
+                return
+            if n:
+                req.out.put(Chunk(pcm, self.sample_rate, (start, start + n), start))
+            if last:
+                req.out.put(end_marker())
+
+        return deliver
+
+    def _finish(self, req: Request, error: BaseException | None) -> None:
+        """Mark a request done and its slot free (error None: a normal end or a cancel)."""
+        req.done = True
+        if error is not None:
+            req.out.put(error)
+        req.released.set()
+
+    def _fail_all(self, error: BaseException) -> None:
+        for b in range(self.gen.batch - 1, -1, -1):
+            req = self.gen.rows[b].owner
+            self.gen.remove(b)
+            self._finish(req, error)
