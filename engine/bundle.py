@@ -17,9 +17,7 @@ MANIFEST = "manifest.json"
 REBUILD_HINT = "rebuild it with `cadenza export --size SIZE --out DIR` (or re-run the export that made it)"
 ROLES = ("backbone_prefill", "backbone_step", "depth_step", "codec_decode", "codec_encode", "speaker_encode")
 
-
-class BundleError(RuntimeError):
-    """The bundle is missing, corrupt, edited, or built for another format version."""
+from .errors import BundleError  # noqa: F401  (re-exported: cadenza.engine.bundle.BundleError)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -1,12 +1,15 @@
 """Typed errors at Cadenza's API boundaries. Each message says what to do."""
 from __future__ import annotations
 
-from .bundle import BundleError
 from .text import TextError
 
 
 class CadenzaError(RuntimeError):
     """Base class of the engine's run-time errors."""
+
+
+class BundleError(CadenzaError):
+    """The bundle is missing, corrupt, edited, or built for another format version."""
 
 
 class KVCacheExhausted(CadenzaError):

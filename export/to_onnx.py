@@ -84,7 +84,7 @@ def _versions() -> dict:
 
 
 def to_onnx(model: TTSModel, out: str | Path, progress: Callable[[str], None] | None = print,
-            with_weights: bool = True) -> Path:
+            with_weights: bool = True, random_weights: bool = True) -> Path:
     """Export every graph role of `model` into the bundle directory `out`.
 
     Args:
@@ -119,10 +119,10 @@ def to_onnx(model: TTSModel, out: str | Path, progress: Callable[[str], None] | 
     if with_weights:
         model.save(out / "weights")
         files += ["weights/model.safetensors", "weights/config.json"]
-    return write_manifest(out, cfg, graphs, files)
+    return write_manifest(out, cfg, graphs, files, random_weights)
 
 
-def write_manifest(out: Path, cfg: TTSConfig, graphs: dict, files: list[str]) -> Path:
+def write_manifest(out: Path, cfg: TTSConfig, graphs: dict, files: list[str], random_weights: bool = True) -> Path:
     manifest = {
         "format_version": FORMAT_VERSION, "family": FAMILY, "size": cfg.name, "config": cfg.to_dict(),
         "constants": _constants(cfg), "special_tokens": tok.SPECIAL_TOKENS,
@@ -130,19 +130,21 @@ def write_manifest(out: Path, cfg: TTSConfig, graphs: dict, files: list[str]) ->
                       "prompt": "[voice, bos, utf-8 bytes..., eot]"},
         "graphs": graphs, "precision": "fp32", "versions": _versions(),
         "files": {f: sha256_file(out / f) for f in files},
-        "random_weights": True, "note": "random weights: exercises the engine, does not speak",
+        "random_weights": random_weights,
+        "note": "random weights: exercises the engine, does not speak" if random_weights else "trained weights",
     }
     manifest["content_sha256"] = content_hash(manifest)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return out
 
 
-def main_export(size: str, seed: int, out: str, weights: str | None = None) -> Path:
+def main_export(size: str, seed: int, out: str, weights: str | None = None, **overrides) -> Path:
+    """`cadenza export`: build (or load) the model and write the bundle, reporting progress on stderr."""
     t0 = time.perf_counter()
-    model = build_model(size, seed, weights)
+    model = build_model(size, seed, weights, **overrides)
     n = sum(p.numel() for p in model.parameters())
     print(f"model {model.cfg.name}: {n / 1e6:.1f} M parameters (seed {model.cfg.seed})", file=sys.stderr)
-    path = to_onnx(model, out, progress=lambda s: print(s, file=sys.stderr))
+    path = to_onnx(model, out, progress=lambda s: print(s, file=sys.stderr), random_weights=weights is None)
     size_mb = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file()) / 1e6
     print(f"bundle {out}: {size_mb:.1f} MB in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return path

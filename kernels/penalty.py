@@ -11,9 +11,11 @@ write the same value and cannot compound. Re-exported from ``sampling``.
 
 from __future__ import annotations
 
+import json
+
 import torch
 
-from ._common import HAS_TRITON, default_device, next_power_of_2, tolerance, use_triton
+from ._common import HAS_TRITON, bench_row, default_device, next_power_of_2, time_ms, tolerance, use_triton
 
 
 def _check_args(logits: torch.Tensor, history_ids: torch.Tensor, penalty: torch.Tensor) -> None:
@@ -25,6 +27,13 @@ def _check_args(logits: torch.Tensor, history_ids: torch.Tensor, penalty: torch.
         raise ValueError(f"apply_repetition_penalty: history_ids must be int64, got {history_ids.dtype}")
     if penalty.shape != (logits.shape[0],):
         raise ValueError(f"apply_repetition_penalty: penalty must be [{logits.shape[0]}], got {tuple(penalty.shape)}")
+
+
+def _check_ids(history_ids: torch.Tensor, V: int) -> None:
+    """Raise ValueError if a history id is outside [-1, V) (host sync)."""
+    if history_ids.numel() and (history_ids.max() >= V or history_ids.min() < -1):
+        raise ValueError(f"apply_repetition_penalty: history ids must be in [-1, {V}) (-1 = empty), got range "
+                         f"[{history_ids.min().item()}, {history_ids.max().item()}]")
 
 
 def apply_repetition_penalty_reference(logits: torch.Tensor, history_ids: torch.Tensor,
@@ -43,10 +52,8 @@ def apply_repetition_penalty_reference(logits: torch.Tensor, history_ids: torch.
         ValueError: if a history id is ``>= V`` or ``< -1``.
     """
     _check_args(logits, history_ids, penalty)
+    _check_ids(history_ids, logits.shape[1])
     B, V = logits.shape
-    if history_ids.numel() and (history_ids.max() >= V or history_ids.min() < -1):
-        raise ValueError(f"apply_repetition_penalty: history ids must be in [-1, {V}) (-1 = empty), got range "
-                         f"[{history_ids.min().item()}, {history_ids.max().item()}]")
     index = torch.where(history_ids >= 0, history_ids, V)  # [B, H]; column V collects empties
     seen = torch.zeros(B, V + 1, dtype=torch.bool, device=logits.device)
     seen = seen.scatter_(1, index, True)[:, :V]  # [B, V]
@@ -117,7 +124,7 @@ def apply_repetition_penalty(logits: torch.Tensor, history_ids: torch.Tensor, pe
     if not use_triton(logits, history_ids, penalty):
         return apply_repetition_penalty_reference(logits, history_ids, penalty)
     if check:
-        apply_repetition_penalty_reference(logits.clone(), history_ids, penalty)
+        _check_ids(history_ids, logits.shape[1])
     return apply_repetition_penalty_triton(logits, history_ids, penalty)
 
 
@@ -138,3 +145,29 @@ def validate(B: int = 16, V: int = 1000, H: int = 64, dtype: torch.dtype = torch
     got = apply_repetition_penalty_triton(logits.clone(), hist, penalty)
     atol, rtol = tolerance(dtype)
     torch.testing.assert_close(got, want, atol=atol, rtol=rtol)
+
+
+def bench(B: int = 64, V: int = 4096, H: int = 256, dtype: torch.dtype = torch.float32, device=None) -> dict:
+    """Time :func:`apply_repetition_penalty`; bytes = ids read + logits gathered and scattered + penalties.
+
+    Returns:
+        A benchmark row (see ``_common.bench_row``).
+    """
+    device = torch.device(device) if device is not None else default_device()
+    logits = torch.randn(B, V, device=device).to(dtype)  # [B, V]
+    hist = torch.randint(0, V, (B, H), device=device)  # [B, H]
+    penalty = torch.full((B,), 1.1, device=device)  # [B]
+    impl = "triton" if use_triton(logits, hist, penalty) else "reference"
+    nbytes = B * H * (8 + 2 * logits.element_size()) + B * 4
+    samples = time_ms(lambda: apply_repetition_penalty(logits, hist, penalty), device)
+    return bench_row("repetition_penalty", impl, device, {"B": B, "V": V, "H": H, "dtype": str(dtype)},
+                     nbytes, samples)
+
+
+if __name__ == "__main__":  # python -m cadenza.kernels.penalty
+    if use_triton(torch.empty(0, device=default_device())):
+        for dt in (torch.float32, torch.bfloat16):
+            validate(dtype=dt)
+        print("validate: ok")
+    row = bench()
+    print(json.dumps({k: v for k, v in row.items() if k != "samples_ms"}))
