@@ -26,6 +26,7 @@ from .errors import KVCacheExhausted
 from .generator import Generator, Row
 from .kv_cache import CacheShape
 from .metrics import StreamMetrics
+from .prefix_cache import Prefix, PrefixCache
 from .sampler import SamplingParams, StreamSampler
 from .scheduler import Scheduler
 from .stream import ChunkSchedule, Request, Stream
@@ -50,7 +51,8 @@ class Engine:
 
     def __init__(self, bundle: Bundle, backend: str = "ort", *, max_streams: int = 4, max_len: int | None = None,
                  memory_budget_mb: float = 1024, threads: int | None = None, codec_threads: int = 1,
-                 chunk: ChunkSchedule | None = None, max_queue: int = 64, queue_timeout: float = 30.0):
+                 chunk: ChunkSchedule | None = None, max_queue: int = 64, queue_timeout: float = 30.0,
+                 prefix_cache_mb: float = 64):
         c = bundle.manifest["constants"]
         self.bundle, self.backend_name = bundle, backend
         self.sample_rate, self.hop, self.frame_rate = c["sample_rate"], c["hop"], c["frame_rate"]
@@ -65,8 +67,8 @@ class Engine:
         codec_g = be.open(bundle, "codec_decode", {"batch": self.slots, "frames": self.chunk.max_frames}, codec_threads)
         self.codec_graph = codec_g
         self.worker = CodecWorker(BatchDecoder(codec_g, self.slots, self.n_codebooks, self.chunk.max_frames))
-        self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue, queue_timeout)
-        self.max_segment_bytes = self._max_segment_bytes()
+        cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
+        self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue, queue_timeout, cache)
         self._closed = False
 
     @classmethod
@@ -81,6 +83,7 @@ class Engine:
             threads: intra-op threads for generation (default: all cores).
             chunk: the chunk schedule (first chunk small, then growing).
             max_queue, queue_timeout: the bounded wait queue for a free slot.
+            prefix_cache_mb: bytes for cached voice-prefix KV entries (0 disables the cache).
         """
         b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         return cls(b, backend, **kwargs)
@@ -95,13 +98,13 @@ class Engine:
                                    f"memory_budget_mb={budget_mb}; raise the budget or lower max_len")
         return min(max_streams, fit)
 
-    def _max_segment_bytes(self) -> int:
-        """The longest text (in bytes) whose prompt plus frame cap fits one slot."""
+    def _max_segment_bytes(self, prefix_len: int = 1) -> int:
+        """The longest text (in bytes) whose prefix, prompt and frame cap fit one slot."""
         lo, hi = 0, self.max_len
         while lo < hi:
             mid = (lo + hi + 1) // 2
             _, cap = tok.frame_bounds("x" * mid, self.frame_rate)
-            lo, hi = (mid, hi) if mid + 3 + cap <= self.max_len else (lo, mid - 1)
+            lo, hi = (mid, hi) if prefix_len + mid + 2 + cap <= self.max_len else (lo, mid - 1)
         return lo
 
     # --- streams --------------------------------------------------------------
@@ -119,7 +122,7 @@ class Engine:
             TextError, KVCacheExhausted, SamplingError, EngineBusy, EngineClosed.
         """
         params = sampling or SamplingParams(**sampling_kwargs)
-        req = self._request(text, self._voice(voice), frames, params)
+        req = self._request(text, voice, frames, params)
         self.scheduler.submit(req)
         return Stream(req, self.scheduler, self.sample_rate)
 
@@ -133,24 +136,32 @@ class Engine:
         pcm = s.read_all()
         return Synthesis(pcm, self.sample_rate, s.codes, s.metrics.summary())
 
-    def _request(self, text: str, voice: np.ndarray, frames: int | None, params: SamplingParams) -> Request:
-        segments = tok.split_text(text, self.max_segment_bytes)
+    def _request(self, text: str, voice, frames: int | None, params: SamplingParams) -> Request:
+        emb = self._voice(voice)
+        prefix = self._prefix(voice, emb)
+        segments = tok.split_text(text, self._max_segment_bytes(prefix.length))
         if frames is not None:
             if not isinstance(frames, int) or frames < 1:
                 raise ValueError(f"frames must be a positive int, got {frames!r}")
             if len(segments) > 1:
                 raise KVCacheExhausted(f"frames={frames} needs the text in one segment, but it splits into "
                                        f"{len(segments)}; shorten the text or raise max_len")
-        prompts = [tok.prompt_tokens(s) for s in segments]
+        prompts = [tok.prompt_tokens(s, with_voice=False) for s in segments]
         bounds = [(frames, frames) if frames else tok.frame_bounds(s, self.frame_rate) for s in segments]
         for p, (_, cap) in zip(prompts, bounds):
-            if len(p) + cap > self.max_len:
-                raise KVCacheExhausted(f"a prompt of {len(p)} tokens plus {cap} frames exceeds max_len={self.max_len}; "
-                                       "raise max_len or lower frames")
+            if prefix.length + len(p) + cap > self.max_len:
+                raise KVCacheExhausted(
+                    f"a voice prefix of {prefix.length} plus a prompt of {len(p)} tokens plus {cap} frames exceeds "
+                    f"max_len={self.max_len}; raise max_len or lower frames")
         metrics = StreamMetrics(self.sample_rate, self.frame_rate, self.n_codebooks, segments=len(segments),
                                 seed=params.seed)
         row = Row(StreamSampler(params, self.n_codebooks), forced=frames is not None)
-        return Request(prompts, bounds, voice, row, CodecState.zeros(self.codec_graph), metrics, self.chunk)
+        return Request(prompts, bounds, emb, prefix, row, CodecState.zeros(self.codec_graph), metrics, self.chunk)
+
+    @staticmethod
+    def _prefix(voice, emb: np.ndarray) -> Prefix:
+        """The voice's prompt prefix: its embedding slot, plus transcript and frames for an acoustic prompt."""
+        return Prefix.for_voice(emb, getattr(voice, "prompt_codes", None), getattr(voice, "transcript", None))
 
     def _voice(self, voice) -> np.ndarray:
         if voice is None:

@@ -94,6 +94,28 @@ class Generator:
         self.logits[b], self.hidden[b] = out["logits"][0], out["hidden"][0]
         self.rows[b].position = start + n
 
+    def load_prefix(self, b: int, kv: np.ndarray) -> None:
+        """Copy cached prefix entries kv [L, 2, Hkv, n, Dh] into row `b`'s slot."""
+        self.kv.copy_prefix(kv, b, kv.shape[3])
+        self.rows[b].position = kv.shape[3]
+
+    def read_prefix(self, b: int) -> np.ndarray:
+        """A copy of row `b`'s valid entries: [L, 2, Hkv, n, Dh]."""
+        return self.kv.read_prefix(b, self.rows[b].position)
+
+    def feed_frames(self, b: int, codes: np.ndarray) -> None:
+        """Append frames codes [K, F] to row `b` through the step graph (an acoustic prompt)."""
+        views = self.kv.slot_views(b)
+        pos = np.zeros(1, np.int64)
+        for f in range(codes.shape[1]):
+            pos[0] = self.rows[b].position
+            self.kv.check_fits(int(pos[0]), 1, "the voice prompt")
+            feeds = {"codes": np.ascontiguousarray(codes[None, :, f]), "positions": pos}
+            feeds.update(self._kv_feeds(self.step_g, views))
+            out = self.step_g.run(feeds)
+            self.kv.write_prefix(self._stack_new(self.step_g, out), b, int(pos[0]), 1)
+            self.rows[b].position += 1
+
     def frame(self) -> list[np.ndarray | None]:
         """Sample one frame for every row: [K] codes, or None where the row chose end-of-speech."""
         B = self.batch

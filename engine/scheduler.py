@@ -17,13 +17,15 @@ import numpy as np
 from .codec_stream import CodecWorker, DecodeJob
 from .errors import EngineBusy, EngineClosed, StreamCancelled
 from .generator import Generator
+from .prefix_cache import PrefixCache
 from .stream import Chunk, Request, end_marker
 
 
 class Scheduler:
     def __init__(self, gen: Generator, worker: CodecWorker, sample_rate: int, hop: int,
-                 max_queue: int = 64, queue_timeout: float = 30.0):
+                 max_queue: int = 64, queue_timeout: float = 30.0, prefix_cache: PrefixCache | None = None):
         self.gen, self.worker = gen, worker
+        self.prefixes = prefix_cache
         self.sample_rate, self.hop = sample_rate, hop
         self.max_queue, self.queue_timeout = max_queue, queue_timeout
         self.waiting: collections.deque[Request] = collections.deque()
@@ -104,10 +106,24 @@ class Scheduler:
         req.row.owner = req
         try:
             req.begin_segment(0)
-            self.gen.prefill(b, req.segments[0], req.voice)
+            self._prefill(b, req)
         except Exception as e:
             self.gen.remove(b)
             self._finish(req, e)
+
+    def _prefill(self, b: int, req: Request) -> None:
+        """Prefix (from the cache, or computed and cached), then the segment's own text."""
+        p = req.prefix
+        kv = self.prefixes.get(p.key) if self.prefixes is not None else None
+        if kv is not None:
+            self.gen.load_prefix(b, kv)
+        else:
+            self.gen.prefill(b, list(p.tokens), req.voice)
+            if p.codes is not None:
+                self.gen.feed_frames(b, p.codes)
+            if self.prefixes is not None:
+                self.prefixes.put(p.key, self.gen.read_prefix(b))
+        self.gen.prefill(b, req.segments[req.segment], req.voice, start=self.gen.rows[b].position)
 
     def _drop_cancelled(self) -> None:
         for b in range(self.gen.batch - 1, -1, -1):
@@ -150,7 +166,7 @@ class Scheduler:
         req: Request = self.gen.rows[b].owner
         try:
             req.begin_segment(req.segment + 1)
-            self.gen.prefill(b, req.segments[req.segment], req.voice)
+            self._prefill(b, req)
         except Exception as e:
             self.gen.remove(b)
             self._finish(req, e)

@@ -16,6 +16,7 @@ from .codec_stream import CodecState
 from .errors import StreamCancelled
 from .generator import Row
 from .metrics import StreamMetrics
+from .prefix_cache import Prefix
 
 _END = object()
 
@@ -55,9 +56,10 @@ class ChunkSchedule:
 class Request:
     """Scheduler-side state of one stream (touched by the scheduler and codec threads only)."""
 
-    segments: list[list[int]]  # prompt tokens per segment
+    segments: list[list[int]]  # prompt tokens per segment (after the prefix)
     bounds: list[tuple[int, int]]  # (min_frames, max_frames) per segment
     voice: np.ndarray
+    prefix: Prefix
     row: Row
     codec_state: CodecState
     metrics: StreamMetrics
