@@ -88,7 +88,10 @@ class Generator:
         self._one["lengths"][0], self._one["start"][0] = n, start
         feeds = {"tokens": tok, "voice": np.ascontiguousarray(voice, np.float32).reshape(1, -1),
                  "lengths": self._one["lengths"], "start": self._one["start"]}
-        feeds.update(self._kv_feeds(self.prefill_g, self.kv.slot_views(b)))
+        # only the `start` valid positions (a small copy; prefill is outside the decode loop), so the
+        # prompt attends to its own prefix rather than to a whole masked slot
+        past = [np.ascontiguousarray(v[:, :, :start]) for v in self.kv.slot_views(b)]
+        feeds.update(self._kv_feeds(self.prefill_g, past))
         out = self.prefill_g.run(feeds)
         self.kv.write_prefix(self._stack_new(self.prefill_g, out), b, start, n)
         self.logits[b], self.hidden[b] = out["logits"][0], out["hidden"][0]
