@@ -88,11 +88,6 @@ class TTSConfig:
         """Codebook-0 logit index meaning end of speech (one past the codes)."""
         return self.codec.codebook_size
 
-    @property
-    def audio_bos_id(self) -> int:
-        """Input code that marks the frame before the first audio frame."""
-        return self.codec.codebook_size
-
     @classmethod
     def from_name(cls, name: str, **overrides) -> "TTSConfig":
         """A named size, with optional overrides (`n_codebooks`, `codebook_size`, `seed`, ...)."""

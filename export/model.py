@@ -110,8 +110,13 @@ class TTSModel(nn.Module):
     def load(cls, directory: str | Path) -> "TTSModel":
         """Read a directory written by `save` (or `--weights` for trained weights)."""
         d = Path(directory)
+        if not (d / "config.json").is_file() or not (d / "model.safetensors").is_file():
+            raise ValueError(f"{d} needs config.json and model.safetensors (as written by TTSModel.save)")
         model = cls(TTSConfig.from_json(d / "config.json"))
-        missing, unexpected = model.load_state_dict(load_file(str(d / "model.safetensors")), strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(load_file(str(d / "model.safetensors")), strict=False)
+        except RuntimeError as e:  # size mismatches
+            raise ValueError(f"checkpoint {d} does not fit its config.json: {str(e).splitlines()[-1].strip()}") from None
         if missing or unexpected:
             raise ValueError(f"checkpoint {d} does not fit the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return model.eval()

@@ -54,13 +54,28 @@ def export_graph(spec: GraphSpec, path: Path, param_bytes: int) -> list[str]:
             input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
             dynamic_axes=_dynamic_axes(spec), do_constant_folding=True)
     files = [path.name]
+    proto = onnx.load(str(path))
+    _declare_outputs(proto, spec)
     if param_bytes > EXTERNAL_DATA_BYTES:
-        proto = onnx.load(str(path))
         onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)
         files.append(path.name + ".data")
+    else:
+        onnx.save_model(proto, str(path))
     onnx.checker.check_model(str(path))
     return files
+
+
+def _declare_outputs(proto: onnx.ModelProto, spec: GraphSpec) -> None:
+    """Declare output shapes exactly as the manifest does (the tracer invents names for fixed dims)."""
+    want = {t.name: t.shape for t in spec.outputs}
+    for vi in proto.graph.output:
+        dims = vi.type.tensor_type.shape.dim
+        for d, s in zip(dims, want[vi.name]):
+            if isinstance(s, int):
+                d.dim_value = s
+            else:
+                d.dim_param = s
 
 
 def _constants(cfg: TTSConfig) -> dict:

@@ -54,7 +54,7 @@ def test_manifest_top_level(manifest, tiny_model):
 def test_manifest_files_and_hashes(manifest, tiny_bundle):
     files = manifest["files"]
     expected = {f"{r}.onnx" for r in ROLES} | {"weights/model.safetensors", "weights/config.json"}
-    assert set(files) == expected
+    assert expected <= set(files), expected - set(files)
     for name, digest in files.items():
         assert re.fullmatch(r"[0-9a-f]{64}", digest), name
         assert sha256_file(tiny_bundle / name) == digest, name
@@ -121,11 +121,7 @@ def test_graph_outputs_compatible_with_manifest(role, manifest, tiny_bundle):
             assert not isinstance(m, str) or d == m, f"{role} {vi.name}: graph dims {dims}, manifest {t['shape']}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "export/to_onnx.py export_graph: the TorchScript tracer declares some static output dims as invented "
-    "symbols (hidden [batch, 'Gatherhidden_dim_1'], new_key.l [..., 'Concatnew_key.0_dim_3'], codec "
-    "new_state.i [batch, C, 'Slicenew_state.0_dim_2']) while the manifest says 64 / 16 / the state length"))
-@pytest.mark.parametrize("role", ["backbone_prefill", "codec_decode"])
+@pytest.mark.parametrize("role", ["backbone_prefill", "backbone_step", "depth_step", "codec_decode", "codec_encode"])
 def test_graph_outputs_declared_exactly_as_manifest(role, manifest, tiny_bundle):
     proto = onnx.load(str(tiny_bundle / f"{role}.onnx"), load_external_data=False)
     declared = [(vi.name, *_declared(vi)) for vi in proto.graph.output]

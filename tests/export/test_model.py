@@ -2,6 +2,8 @@
 variant and the sizes of the benchmark configs."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -74,7 +76,7 @@ def test_save_load_roundtrip(tiny_model, tmp_path):
 def test_load_rejects_mismatched_checkpoint(tiny_model, tmp_path):
     path = tiny_model.save(tmp_path / "w")
     other = TTSConfig.from_name("tiny", n_codebooks=1)
-    (path / "config.json").write_text(__import__("json").dumps(other.to_dict()))
+    (path / "config.json").write_text(json.dumps(other.to_dict()))
     with pytest.raises((ValueError, RuntimeError)):
         TTSModel.load(path)
 

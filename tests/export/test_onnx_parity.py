@@ -35,7 +35,7 @@ def prefill_inputs(cfg, starts, lengths, P, T, gen):
     B = len(starts)
     assert max(starts) <= T and max(lengths) <= P
     tokens = torch.randint(0, tok.N_BYTES, (B, P), generator=gen)  # [B, P]
-    tokens[:, 0], tokens[:, 1] = tok.VOICE, tok.BOS
+    tokens[:, :2] = torch.tensor([tok.VOICE, tok.BOS])[:P]  # the prompt's first slots
     voice = torch.nn.functional.normalize(torch.randn(B, cfg.speaker_dim, generator=gen), dim=-1)
     return [tokens, voice, torch.tensor(lengths), torch.tensor(starts),
             *_cache(B, b.n_kv_heads, T, b.head_dim, 2 * b.n_layers, gen)]
@@ -71,8 +71,10 @@ CASES = [
     ("backbone_prefill", "b1", lambda m, g: prefill_inputs(m.cfg, [3], [8], 8, 10, g)),
     ("backbone_prefill", "b3_mixed_start_len", lambda m, g: prefill_inputs(m.cfg, [0, 4, 10], [8, 5, 1], 8, 10, g)),
     ("backbone_prefill", "b3_empty_cache", lambda m, g: prefill_inputs(m.cfg, [0, 0, 0], [6, 8, 3], 8, 0, g)),
+    ("backbone_prefill", "b2_one_token", lambda m, g: prefill_inputs(m.cfg, [2, 9], [1, 1], 1, 10, g)),
     ("backbone_step", "b1", lambda m, g: step_inputs(m.cfg, [6], 10, g)),
     ("backbone_step", "b3_mixed_pos", lambda m, g: step_inputs(m.cfg, [0, 7, 10], 10, g)),
+    ("backbone_step", "b1_empty_cache", lambda m, g: step_inputs(m.cfg, [0], 0, g)),
     ("depth_step", "b1_pos0", lambda m, g: depth_inputs(m.cfg, 1, 0, g)),
     ("depth_step", "b1_pos2", lambda m, g: depth_inputs(m.cfg, 1, 2, g)),
     ("depth_step", "b3_pos0", lambda m, g: depth_inputs(m.cfg, 3, 0, g)),
@@ -132,7 +134,7 @@ def test_codec_encode_cuts_to_whole_frames(tiny_specs, tiny_ort):
 
 
 # --- batched rows are independent -------------------------------------------
-def _row_alone_prefill(inputs, b, L):
+def _row_alone_prefill(inputs, b):
     """Row `b` of a prefill batch as a batch of one: only its `lengths[b]` tokens, cache cut to `start[b]`."""
     tokens, voice, lengths, starts, *past = inputs
     n, s = int(lengths[b]), int(starts[b])
@@ -140,7 +142,7 @@ def _row_alone_prefill(inputs, b, L):
             *[c[b:b + 1, :, :s] for c in past]], n
 
 
-def _row_alone_step(inputs, b, L):
+def _row_alone_step(inputs, b):
     codes, positions, *past = inputs
     s = int(positions[b])
     return [codes[b:b + 1], positions[b:b + 1], *[c[b:b + 1, :, :s] for c in past]], 1
@@ -161,7 +163,7 @@ def test_batched_rows_equal_rows_alone(role, build, alone, backend, tiny_model, 
     inputs = build(tiny_model, torch.Generator().manual_seed(7))
     batched = run(inputs)
     for b in range(inputs[0].shape[0]):
-        single_in, n = alone(inputs, b, None)
+        single_in, n = alone(inputs, b)
         single = run(single_in)
         for name, ref in single.items():
             got = batched[name][b:b + 1]
