@@ -11,6 +11,7 @@ at realistic shapes, but it is not speech.
 """
 from __future__ import annotations
 
+import numbers
 import os
 import queue
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from .prefix_cache import Prefix, PrefixCache
 from .sampler import SamplingParams, StreamSampler
 from .scheduler import Scheduler
 from .stream import ChunkSchedule, Request, Stream
+from .voices import Voice, VoiceLibrary, VoiceStore
 
 
 @dataclass
@@ -52,7 +54,7 @@ class Engine:
     def __init__(self, bundle: Bundle, backend: str = "ort", *, max_streams: int = 4, max_len: int | None = None,
                  memory_budget_mb: float = 1024, threads: int | None = None, codec_threads: int = 1,
                  chunk: ChunkSchedule | None = None, max_queue: int = 64, queue_timeout: float = 30.0,
-                 prefix_cache_mb: float = 64):
+                 prefix_cache_mb: float = 64, voice_store: VoiceStore | str | Path | None = None):
         c = bundle.manifest["constants"]
         self.bundle, self.backend_name = bundle, backend
         self.sample_rate, self.hop, self.frame_rate = c["sample_rate"], c["hop"], c["frame_rate"]
@@ -70,6 +72,7 @@ class Engine:
         cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue, queue_timeout, cache)
         self._closed = False
+        self._voices = VoiceLibrary(bundle, backend, voice_store)  # opens no graph until a voice is added
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle, backend: str = "ort", **kwargs) -> "Engine":
@@ -121,6 +124,9 @@ class Engine:
         Raises:
             TextError, KVCacheExhausted, SamplingError, EngineBusy, EngineClosed.
         """
+        if sampling is not None and sampling_kwargs:
+            raise TypeError(f"give either sampling=SamplingParams(...) or keyword arguments, not both "
+                            f"({sorted(sampling_kwargs)})")
         params = sampling or SamplingParams(**sampling_kwargs)
         req = self._request(text, voice, frames, params)
         self.scheduler.submit(req)
@@ -137,16 +143,19 @@ class Engine:
         return Synthesis(pcm, self.sample_rate, s.codes, s.metrics.summary())
 
     def _request(self, text: str, voice, frames: int | None, params: SamplingParams) -> Request:
+        if isinstance(voice, (str, os.PathLike, Voice)):
+            voice = self._voices.resolve(voice)  # a stored voice keeps its acoustic prompt
         emb = self._voice(voice)
         prefix = self._prefix(voice, emb)
         segments = tok.split_text(text, self._max_segment_bytes(prefix.length))
         if frames is not None:
-            if not isinstance(frames, int) or frames < 1:
+            if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 1:
                 raise ValueError(f"frames must be a positive int, got {frames!r}")
             if len(segments) > 1:
                 raise KVCacheExhausted(f"frames={frames} needs the text in one segment, but it splits into "
                                        f"{len(segments)}; shorten the text or raise max_len")
         prompts = [tok.prompt_tokens(s, with_voice=False) for s in segments]
+        frames = None if frames is None else int(frames)
         bounds = [(frames, frames) if frames else tok.frame_bounds(s, self.frame_rate) for s in segments]
         for p, (_, cap) in zip(prompts, bounds):
             if prefix.length + len(p) + cap > self.max_len:
@@ -164,8 +173,12 @@ class Engine:
         return Prefix.for_voice(emb, getattr(voice, "prompt_codes", None), getattr(voice, "transcript", None))
 
     def _voice(self, voice) -> np.ndarray:
+        """None (neutral), an embedding [E], a `Voice`, or a stored name / .safetensors path (checked
+        against this bundle's family and hash; VoiceError if it was made with another bundle)."""
         if voice is None:
             return np.zeros(self.speaker_dim, np.float32)
+        if isinstance(voice, (str, os.PathLike, Voice)):
+            voice = self._voices.resolve(voice)
         emb = getattr(voice, "embedding", voice)
         emb = np.asarray(emb, np.float32).reshape(-1)
         if emb.shape != (self.speaker_dim,) or not np.isfinite(emb).all():
@@ -186,6 +199,14 @@ class Engine:
         if isinstance(out, BaseException):
             raise out
         return out
+
+    @property
+    def voices(self) -> VoiceLibrary:
+        """Cloned voices: `engine.voices.add("me.wav", "me")`, then `engine.stream(text, voice="me")`.
+
+        Also `list()`, `get(name)`, `remove(name)`; the store is the `voice_store` given to the
+        engine (default: the user's data directory)."""
+        return self._voices
 
     @property
     def active_streams(self) -> int:

@@ -69,8 +69,6 @@ def read_text(arg: str) -> str:
 
 
 def cmd_say(args) -> int:
-    import soundfile as sf
-
     from .api import Engine
 
     text = read_text(args.text)
@@ -80,7 +78,7 @@ def cmd_say(args) -> int:
         voice = resolve_voice(engine, args.voice, args.store)
         stream = engine.stream(text, voice, frames=args.frames, **sampling)
         tty = sys.stderr.isatty() and not args.json
-        with sf.SoundFile(args.out, "w", samplerate=engine.sample_rate, channels=1, subtype="PCM_16") as wav:
+        with stream, open_wav(args.out, engine.sample_rate) as wav:
             for chunk in stream:
                 wav.write(chunk.pcm)  # incremental: the file grows chunk by chunk
                 if tty:
@@ -90,15 +88,28 @@ def cmd_say(args) -> int:
         if tty:
             print(file=sys.stderr)
         summary = stream.metrics.summary()
+        random = engine.bundle.manifest.get("random_weights", True)
     summary.update(out=args.out, bundle=str(args.bundle), backend=args.backend)
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"wrote {args.out}: {summary['audio_s']:.2f} s of audio (random weights: not speech)\n"
+        note = " (random weights: not speech)" if random else ""
+        print(f"wrote {args.out}: {summary['audio_s']:.2f} s of audio{note}\n"
               f"time-to-first-audio {summary['ttfa_s'] * 1e3:.1f} ms, real-time factor {summary['rtf']:.3f} "
               f"({summary['x_real_time']:.1f}x real time), {summary['frames']} frames, {summary['chunks']} chunks, "
               f"{summary['underruns']} underruns")
     return 0
+
+
+def open_wav(path: str, sample_rate: int):
+    """A 16-bit mono WAV (or any format soundfile knows from the extension), written incrementally."""
+    import soundfile as sf
+
+    try:
+        return sf.SoundFile(path, "w", samplerate=sample_rate, channels=1,
+                            subtype="PCM_16" if str(path).lower().endswith(".wav") else None)
+    except (RuntimeError, TypeError, ValueError, OSError) as e:  # LibsndfileError is a RuntimeError
+        raise CliError(f"cannot write {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def resolve_voice(engine, name: str | None, store: str | None):

@@ -38,3 +38,10 @@ class BackendUnavailable(CadenzaError):
 
 __all__ = ["BundleError", "TextError", "CadenzaError", "KVCacheExhausted", "EngineBusy", "StreamCancelled",
            "EngineClosed", "SamplingError", "BackendUnavailable"]
+
+
+class VoiceError(CadenzaError):
+    """A voice sample, voice file or voice name is unusable (each message says why and what to do)."""
+
+
+__all__ += ["VoiceError"]

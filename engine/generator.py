@@ -20,7 +20,7 @@ from .kv_cache import CacheShape, KVCache
 from .sampler import StreamSampler
 
 
-@dataclass
+@dataclass(eq=False)
 class Row:
     """Host-side control state of one row (passed in explicitly, moshi-style)."""
 
@@ -67,6 +67,10 @@ class Generator:
         assert len(self.rows) < self.slots, "no free slot"
         self.rows.append(row)
         return len(self.rows) - 1
+
+    def index(self, row: Row) -> int:
+        """The current row index of `row` (rows move when others leave)."""
+        return next(i for i, r in enumerate(self.rows) if r is row)
 
     def remove(self, b: int) -> None:
         """Free row `b` at once: the last row moves into its slot, keeping rows compact."""

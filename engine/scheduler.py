@@ -40,7 +40,8 @@ class Scheduler:
         with self.cond:
             if self.closed:
                 raise EngineClosed("the engine is closed; load it again")
-            if len(self.waiting) >= self.max_queue:
+            free = self.gen.slots - self.gen.batch
+            if len(self.waiting) - free >= self.max_queue:
                 raise EngineBusy(f"{len(self.waiting)} streams already wait for a slot (max_queue={self.max_queue}) "
                                  f"beside {self.gen.slots} running; raise max_streams or max_queue")
             req.submitted = time.perf_counter()
@@ -79,11 +80,14 @@ class Scheduler:
                 if self.closed:
                     break
                 admitted = self._take_admissible()
-            for req in admitted:
-                self._start(req)
-            self._drop_cancelled()
-            if self.gen.batch:
-                self._iteration()
+            try:
+                for req in admitted:
+                    self._start(req)
+                self._drop_cancelled()
+                if self.gen.batch:
+                    self._iteration()
+            except Exception as e:  # never let the loop die: fail the running streams, keep serving
+                self._fail_all(e)
         for row in list(self.gen.rows):
             self._finish(row.owner, EngineClosed("the engine closed while this stream ran"))
         self.gen.rows.clear()
@@ -146,7 +150,7 @@ class Scheduler:
                 req.metrics.on_frame()
             if frame is None or row.frames >= row.max_frames:
                 if req.segment + 1 < len(req.segments):
-                    reprefill.append(b)
+                    reprefill.append(req)
                 else:
                     leaving.append(b)
             self._maybe_flush(req, last=b in leaving)
@@ -159,8 +163,8 @@ class Scheduler:
         except Exception as e:
             return self._fail_all(e)
         self.steps += 1
-        for b in reprefill:
-            self._next_segment(b)
+        for req in reprefill:  # looked up again: leaving rows moved others
+            self._next_segment(self.gen.index(req.row))
 
     def _next_segment(self, b: int) -> None:
         req: Request = self.gen.rows[b].owner
@@ -179,8 +183,11 @@ class Scheduler:
         codes = np.stack(req.pending, axis=1) if n else np.zeros((self.gen.K, 0), np.int64)  # [K, F]
         req.pending.clear()
         req.frames_sent += n
+        index = req.chunks_sent
+        req.chunks_sent += 1 if n else 0
         req.chunk_size = req.schedule.next(req.chunk_size or req.schedule.first, self._ahead(req))
-        self.worker.submit(DecodeJob(codes, req.codec_state, self._deliver(req, start, n, last), (start, start + n)))
+        self.worker.submit(DecodeJob(codes, req.codec_state, self._deliver(req, start, n, last, index),
+                                     (start, start + n)))
 
     def _ahead(self, req: Request) -> bool:
         """Is the stream's generated audio ahead of real time (by at least one chunk)?"""
@@ -190,13 +197,13 @@ class Scheduler:
         played = time.perf_counter() - m.t_start - m.arrivals[0]
         return req.frames_sent * self.hop / self.sample_rate > played + req.chunk_size * self.hop / self.sample_rate
 
-    def _deliver(self, req: Request, start: int, n: int, last: bool):
+    def _deliver(self, req: Request, start: int, n: int, last: bool, index: int):
         def deliver(pcm):
             if isinstance(pcm, BaseException):
                 req.out.put(pcm)
                 return
             if n:
-                req.out.put(Chunk(pcm, self.sample_rate, (start, start + n), start))
+                req.out.put(Chunk(pcm, self.sample_rate, (start, start + n), index))
             if last:
                 req.out.put(end_marker())
 

@@ -28,7 +28,7 @@ class Chunk:
     pcm: np.ndarray
     sample_rate: int
     frames: tuple[int, int]  # [start, end) frame indices within the stream
-    index: int
+    index: int  # 0, 1, 2, ... in the order chunks are handed out
 
     @property
     def seconds(self) -> float:
@@ -52,7 +52,7 @@ class ChunkSchedule:
         return min(self.max_frames, max(prev, int(round(prev * self.growth)))) if ahead else prev
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: requests are compared by `is` (and hold numpy arrays)
 class Request:
     """Scheduler-side state of one stream (touched by the scheduler and codec threads only)."""
 
@@ -70,6 +70,7 @@ class Request:
     segment: int = 0
     pending: list[np.ndarray] = field(default_factory=list)
     frames_sent: int = 0
+    chunks_sent: int = 0
     chunk_size: int = 0
     codes: list[np.ndarray] = field(default_factory=list)
     submitted: float = 0.0
@@ -118,6 +119,7 @@ class Stream:
             self._req.metrics.on_end()
             return None
         if isinstance(item, BaseException):
+            self._sched.cancel(self._req)  # a failed stream frees its slot at once (no-op if already freed)
             self._finished = True
             raise item
         self._req.metrics.on_chunk(len(item.pcm))

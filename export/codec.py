@@ -185,19 +185,26 @@ class Codec(nn.Module):
 
 
 class SpeakerEncoder(nn.Module):
-    """PCM -> an L2-normalised voice embedding [B, E] (mean/std pooling over time)."""
+    """PCM -> an L2-normalised voice embedding [B, E].
+
+    A learned filterbank (strided conv, no bias) gives log band energies, which are
+    pooled over time (mean and std) and centred across bands, so the embedding
+    follows the spectral shape of the voice rather than its level. Random weights
+    keep that property: different voices give clearly different directions.
+    """
 
     def __init__(self, channels: int, dim: int):
         super().__init__()
         c = channels
-        self.convs = nn.ModuleList([nn.Conv1d(1, c, 16, stride=8), nn.Conv1d(c, c, 8, stride=4),
-                                    nn.Conv1d(c, 2 * c, 8, stride=4), nn.Conv1d(2 * c, 2 * c, 4, stride=2)])
-        self.proj = nn.Linear(4 * c, dim)
+        self.filterbank = nn.Conv1d(1, 2 * c, 400, stride=240, bias=False)  # ~17 ms windows, 10 ms hop
+        self.mix = nn.Conv1d(2 * c, 2 * c, 3, bias=False)
+        nn.init.normal_(self.filterbank.weight, 0.0, 1.0 / 20)
+        self.proj = nn.Linear(4 * c, dim, bias=False)
 
     def forward(self, pcm):
-        x = pcm[:, None]
-        for conv in self.convs:
-            x = F.elu(conv(x))  # [B, C, T']
-        stats = torch.cat([x.mean(-1), x.std(-1)], dim=-1)  # [B, 2C]
+        bands = torch.log(self.filterbank(pcm[:, None]).pow(2) + 1e-6)  # [B, 2C, T']
+        x = self.mix(bands)  # [B, 2C, T'-2]
+        stats = torch.cat([x.mean(-1), x.std(-1)], dim=-1)  # [B, 4C]
+        stats = stats - stats.mean(-1, keepdim=True)  # level-free
         e = self.proj(stats)
         return e / e.norm(dim=-1, keepdim=True).clamp_min(1e-6)

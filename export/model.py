@@ -33,9 +33,13 @@ class Backbone(nn.Module):
         self.head = nn.Linear(b.dim, C + 1, bias=False)  # codebook 0 + end-of-speech
 
     def embed_prompt(self, tokens, voice):
-        """tokens [B, P] (VOICE marks the voice slot), voice [B, E] -> [B, P, D]."""
-        x = self.text_emb(tokens)
+        """tokens [B, P] (VOICE marks the voice slot), voice [B, E] -> [B, P, D].
+
+        The voice conditions every prompt position: it fills the VOICE slot and is
+        added to each text token's embedding.
+        """
         v = self.voice_proj(voice)[:, None, :]  # [B, 1, D]
+        x = self.text_emb(tokens) + v
         return torch.where((tokens == tok.VOICE)[..., None], v, x)
 
     def embed_codes(self, codes):
@@ -90,10 +94,13 @@ class TTSModel(nn.Module):
         torch.manual_seed(cfg.seed)
         try:
             model = cls(cfg)
-            init_weights(model.backbone, cfg.backbone.n_layers)
+            init_weights(model.backbone)
             if model.depth is not None:
-                init_weights(model.depth.transformer, cfg.depth.n_layers)
+                init_weights(model.depth.transformer)
             nn.init.normal_(model.backbone.head.weight, 0.0, cfg.logit_scale / cfg.backbone.dim ** 0.5)
+            # a strong voice projection, so that with random weights the voice (and through it the
+            # prompt) visibly conditions the greedy codes instead of vanishing in the residual stream
+            nn.init.normal_(model.backbone.voice_proj.weight, 0.0, 0.25)
         finally:
             torch.random.set_rng_state(gen_state)
         return model.eval()

@@ -16,12 +16,12 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 try:  # Triton is optional: without it every public function uses the reference.
-    import triton  # noqa: F401
+    import triton
 
     HAS_TRITON = True
 except ImportError:  # pragma: no cover - depends on the environment

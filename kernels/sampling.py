@@ -16,9 +16,9 @@ Exact semantics (the numpy CPU runtime implements the same steps), per row ``b``
    ``order[pick]``. ``uniform`` near 1 picks the last kept token.
 
 The Triton kernel runs one program per row with the whole vocabulary in one block:
-it sorts ``(w, index)`` pairs packed into int64 keys (float bits of ``w >= 0`` are
-monotone as integers; the low 32 bits hold ``V - 1 - index`` so equal ``w`` put the
-lower index first), then scans. Rows longer than ``MAX_TRITON_VOCAB`` use the reference.
+it bitonic-sorts ``(w, index)`` pairs packed into int64 keys (float bits of ``w >= 0``
+are monotone as integers; the low 32 bits hold ``V - 1 - index`` so equal ``w`` put
+the lower index first), then scans. ``V > MAX_TRITON_VOCAB`` uses the reference.
 Only float rounding of the cumulative sums can make the two disagree, and only when
 the draw lands within ~1e-6 of a boundary; ``validate`` accepts exactly those cases.
 """
@@ -30,8 +30,11 @@ import json
 import torch
 
 from ._common import HAS_TRITON, bench_row, default_device, next_power_of_2, time_ms, use_triton
-from .penalty import apply_repetition_penalty  # noqa: F401  (public, documented here)
+from .penalty import apply_repetition_penalty
 from .rng import philox_uniform
+
+__all__ = ["MAX_TRITON_VOCAB", "apply_repetition_penalty", "bench", "philox_uniform", "sample",
+           "sample_reference", "sample_triton", "validate"]
 
 #: Largest vocabulary the one-block Triton kernel handles (sort in registers).
 MAX_TRITON_VOCAB = 32768
@@ -94,8 +97,25 @@ if HAS_TRITON:
     import triton.language as tl
 
     @triton.jit
+    def _bitonic_sort_desc(x, BLOCK: tl.constexpr, LOG_BLOCK: tl.constexpr):
+        """Textbook bitonic sort, descending: one register gather per compare-exchange step.
+
+        (``tl.sort`` gives the same result, but the CPU interpreter runs its reductions
+        element by element, ~1000x slower; this version keeps the tests fast.)
+        """
+        pos = tl.arange(0, BLOCK)
+        for stage in tl.static_range(1, LOG_BLOCK + 1):  # sorted runs of 2**stage
+            for step in tl.static_range(stage):
+                j: tl.constexpr = 1 << (stage - 1 - step)  # partner distance
+                partner = tl.gather(x, pos ^ j, 0)
+                descending_run = (pos & (1 << stage)) == 0  # the last stage is all descending
+                take_max = ((pos & j) == 0) == descending_run
+                x = tl.where(take_max, tl.maximum(x, partner), tl.minimum(x, partner))
+        return x
+
+    @triton.jit
     def _sample_kernel(logits_ptr, stride_b, temp_ptr, top_k_ptr, top_p_ptr, u_ptr, out_ptr,
-                       V, BLOCK_V: tl.constexpr):
+                       V, BLOCK_V: tl.constexpr, LOG_V: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         pos = tl.arange(0, BLOCK_V)  # [BLOCK_V]
         valid = pos < V
@@ -111,7 +131,7 @@ if HAS_TRITON:
         w = tl.where(valid, tl.exp(x - tl.max(x, 0)), 0.0)  # [BLOCK_V]
         # Step 3: sort (w desc, index asc) via packed int64 keys; padding sorts last.
         key = (w.to(tl.int32, bitcast=True).to(tl.int64) << 32) | (V - 1 - pos).to(tl.int64)
-        key = tl.sort(tl.where(valid, key, -1), descending=True)  # [BLOCK_V]
+        key = _bitonic_sort_desc(tl.where(valid, key, -1), BLOCK_V, LOG_V)  # [BLOCK_V]
         ws = tl.where(valid, (key >> 32).to(tl.int32).to(tl.float32, bitcast=True), 0.0)
         order = V - 1 - (key & 0x7FFFFFFF).to(tl.int32)  # [BLOCK_V], V <= 2**31
         c = tl.cumsum(ws, 0)  # [BLOCK_V]
@@ -143,7 +163,7 @@ def sample_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.
     block = next_power_of_2(V)
     _sample_kernel[(B,)](logits, logits.stride(0), temperature.float().contiguous(), top_k.contiguous(),
                          top_p.float().contiguous(), uniform.float().contiguous(), out, V,
-                         BLOCK_V=block, num_warps=4 if block <= 4096 else 16)
+                         BLOCK_V=block, LOG_V=block.bit_length() - 1, num_warps=4 if block <= 4096 else 16)
     return out
 
 

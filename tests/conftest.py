@@ -10,7 +10,12 @@ must collect on an install without the `export` extra.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Triton picks interpreter or compiler when cadenza.kernels is first imported, which may happen in any
+# test module: decide here, before collection. No GPU -> run the kernels in the interpreter on the CPU.
+os.environ.setdefault("TRITON_INTERPRET", "0" if os.path.exists("/dev/nvidia0") else "1")
 
 import numpy as np
 import pytest

@@ -1,0 +1,407 @@
+"""Cloned voices: the `Voice` record, its file format, the on-disk store and the encoder.
+
+A voice file is one safetensors file: tensors `embedding` (float32 [E]) and,
+optionally, `prompt_codes` (int64 [K, F]: the sample's codec frames, for a
+KV prefix); the rest is JSON under the header's metadata key `cadenza.voice`,
+including a SHA-256 of the tensor bytes, so a partial or corrupt file is
+refused on load. Files are written atomically (temp file in the same
+directory, fsync, rename): a reader sees the old voice or the new one, never
+half of one.
+
+Example:
+    >>> with Engine.load("bundles/tiny") as engine:
+    ...     engine.voices.add("me.wav", "me")
+    ...     pcm = engine.synthesize("Hello.", voice="me").pcm
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio import load_audio, prepare_pcm
+from .errors import VoiceError
+
+FORMAT, FORMAT_VERSION, META_KEY = "cadenza-voice", 1, "cadenza.voice"
+SUFFIX = ".safetensors"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_PROMPT_SECONDS = 10.0
+ADD_HINT = "re-add it with `cadenza voice add SAMPLE.wav --name NAME --bundle DIR --replace`"
+
+
+def check_name(name) -> str:
+    """A valid voice name (letters, digits, `_ . -`; 1-64 chars; no leading dot, no path), else VoiceError."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name.endswith(SUFFIX):
+        raise VoiceError(f"invalid voice name {name!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a "
+                         f"letter or digit (no path separators, no leading dot, no {SUFFIX!r} ending)")
+    return name
+
+
+@dataclass
+class Voice:
+    """A cloned voice: a speaker embedding, optional prompt codes and where they came from."""
+
+    name: str
+    embedding: np.ndarray  # float32 [E]
+    prompt_codes: np.ndarray | None = None  # int64 [K, F]
+    transcript: str | None = None  # what the prompt audio says
+    meta: dict = field(default_factory=dict)  # source_sha256, duration_s, source_sample_rate, family, bundle_hash, ...
+
+    def __post_init__(self):
+        check_name(self.name)
+        self.embedding = np.ascontiguousarray(self.embedding, np.float32).reshape(-1)
+        if self.embedding.size == 0 or not np.isfinite(self.embedding).all():
+            raise VoiceError(f"voice {self.name!r}: the embedding must be non-empty and finite")
+        if self.prompt_codes is not None:
+            self.prompt_codes = np.ascontiguousarray(self.prompt_codes, np.int64)
+            if self.prompt_codes.ndim != 2:
+                raise VoiceError(f"voice {self.name!r}: prompt_codes must be [K, F], got {self.prompt_codes.shape}")
+
+    @property
+    def bundle_hash(self) -> str | None:
+        return self.meta.get("bundle_hash")
+
+    @property
+    def duration(self) -> float | None:
+        return self.meta.get("duration_s")
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        t = {"embedding": self.embedding}
+        if self.prompt_codes is not None:
+            t["prompt_codes"] = self.prompt_codes
+        return t
+
+    def save(self, path: str | Path, *, replace: bool = True) -> Path:
+        """Write atomically: temp file in the same directory, fsync, rename (then fsync the directory).
+
+        With replace=False an existing file is kept and FileExistsError raised."""
+        from safetensors.numpy import save
+
+        header = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": self.name,
+                  "transcript": self.transcript, "meta": self.meta, "tensors_sha256": _digest(self.tensors())}
+        data = save(self.tensors(), metadata={META_KEY: json.dumps(header, sort_keys=True)})
+        return atomic_write(Path(path), data, replace=replace)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Voice":
+        """Read and check a voice file; VoiceError if it is missing, partial, corrupt or not a voice."""
+        p = Path(path)
+        try:
+            data = p.read_bytes()  # one open: a concurrent replace gives the old or the new file whole
+        except FileNotFoundError:
+            raise VoiceError(f"no voice file {p}") from None
+        except OSError as e:
+            raise VoiceError(f"voice file {p} cannot be read ({e})") from None
+        header, tensors = _parse(data, p)
+        if _digest(tensors) != header.get("tensors_sha256"):
+            raise VoiceError(f"{p} is corrupt (its tensors do not match their checksum); {ADD_HINT}")
+        try:
+            return cls(header["name"], tensors["embedding"], tensors.get("prompt_codes"), header.get("transcript"),
+                       dict(header.get("meta") or {}))
+        except (KeyError, TypeError) as e:
+            raise VoiceError(f"{p} is not a complete voice file (missing {e}); {ADD_HINT}") from None
+
+
+def _digest(tensors: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        a = np.ascontiguousarray(tensors[k])
+        h.update(f"{k}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _parse(data: bytes, p: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    from safetensors.numpy import load
+
+    bad = f"{p} is not a valid voice file (truncated, partial or not safetensors); {ADD_HINT}"
+    if len(data) < 8 or int.from_bytes(data[:8], "little") > len(data) - 8:
+        raise VoiceError(bad)
+    try:
+        n = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8:8 + n]).get("__metadata__") or {}
+        header = json.loads(meta[META_KEY])
+        tensors = load(data)
+    except Exception as e:  # JSON, missing key, or safetensors' own SafetensorError on a bad buffer
+        raise VoiceError(f"{bad} ({type(e).__name__})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise VoiceError(bad)
+    if header.get("format_version") != FORMAT_VERSION:
+        raise VoiceError(f"{p} has voice format {header.get('format_version')!r}; this Cadenza reads "
+                         f"{FORMAT_VERSION}; {ADD_HINT}")
+    return header, tensors
+
+
+def atomic_write(path: Path, data: bytes, *, replace: bool = True) -> Path:
+    """Write `data` to `path` atomically. With replace=False an existing file is kept (FileExistsError)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+    return path
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Atomic create-if-absent (a hard link fails if `path` exists), so a concurrent add is never clobbered."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename (a small race window)
+        if path.exists():
+            raise FileExistsError(path) from None
+        os.replace(tmp, path)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # platforms without directory handles (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_compatible(voice: Voice, bundle, source: str = "") -> Voice:
+    """VoiceError unless `voice` was made with this bundle (same model family and bundle hash)."""
+    fam, want = bundle.manifest.get("family"), bundle.hash
+    where = f" ({source})" if source else ""
+    if voice.meta.get("family") != fam or voice.bundle_hash != want:
+        raise VoiceError(f"voice {voice.name!r}{where} was made with {voice.meta.get('family')!r} bundle "
+                         f"{str(voice.bundle_hash)[:12]}, not this {fam!r} bundle {want[:12]} ({bundle.path}); "
+                         f"re-add the voice with this bundle: `cadenza voice add SAMPLE.wav --name {voice.name} "
+                         f"--bundle {bundle.path} --replace`")
+    if voice.embedding.shape != (bundle.manifest["constants"]["speaker_dim"],):
+        raise VoiceError(f"voice {voice.name!r}{where} has a {voice.embedding.shape} embedding; this bundle "
+                         f"needs {bundle.manifest['constants']['speaker_dim']}; {ADD_HINT}")
+    return voice
+
+
+class VoiceStore:
+    """A directory of `NAME.safetensors` voice files. Names are immutable unless replaced explicitly.
+
+    Args:
+        directory: default `platformdirs.user_data_dir("cadenza")/voices` (created on first add).
+    """
+
+    def __init__(self, directory: str | Path | None = None):
+        if directory is None:
+            from platformdirs import user_data_dir
+
+            directory = Path(user_data_dir("cadenza")) / "voices"
+        self.directory = Path(directory)
+
+    def path(self, name: str) -> Path:
+        return self.directory / f"{check_name(name)}{SUFFIX}"
+
+    def add(self, voice: Voice, replace: bool = False) -> Path:
+        """Store `voice` under its name. An existing name raises VoiceError unless replace=True."""
+        data_path = self.path(voice.name)
+        try:
+            voice.save(data_path, replace=replace)
+        except FileExistsError:
+            raise VoiceError(f"a voice named {voice.name!r} already exists in {self.directory}; pick another "
+                             "name, remove it (`cadenza voice rm NAME`) or replace it (--replace)") from None
+        return data_path
+
+    def get(self, name: str) -> Voice:
+        p = self.path(name)
+        if not p.is_file():
+            raise VoiceError(f"no voice named {name!r} in {self.directory}; `cadenza voice list --store "
+                             f"{self.directory}` shows the voices, `cadenza voice add` adds one")
+        return Voice.load(p)
+
+    def list(self) -> list[dict]:
+        """One dict per stored voice, sorted by name: name, duration_s, bundle_hash, created, prompt, path
+        (and `error` instead of the details for an unreadable file)."""
+        out = []
+        for p in sorted(self.directory.glob(f"*{SUFFIX}")) if self.directory.is_dir() else []:
+            if p.name.startswith("."):
+                continue
+            try:
+                v = Voice.load(p)
+                out.append({"name": v.name, "duration_s": v.duration, "bundle_hash": v.bundle_hash,
+                            "created": v.meta.get("created"), "prompt": v.prompt_codes is not None, "path": str(p)})
+            except VoiceError as e:
+                out.append({"name": p.name[:-len(SUFFIX)], "error": str(e), "path": str(p)})
+        return out
+
+    def remove(self, name: str) -> None:
+        try:
+            self.path(name).unlink()
+        except FileNotFoundError:
+            raise VoiceError(f"no voice named {name!r} in {self.directory}") from None
+
+    def resolve(self, name_or_path, bundle) -> Voice:
+        """A stored name, a `.safetensors` path or a `Voice`, checked against `bundle` (family and hash)."""
+        if isinstance(name_or_path, Voice):
+            return check_compatible(name_or_path, bundle)
+        s = os.fspath(name_or_path)
+        if s.endswith(SUFFIX) or os.sep in s or "/" in s:
+            return check_compatible(Voice.load(s), bundle, s)
+        return check_compatible(self.get(s), bundle, str(self.path(s)))
+
+
+
+# --- encoding -----------------------------------------------------------------------
+class VoiceEncoder:
+    """The bundle's `speaker_encode` and `codec_encode` graphs, opened on first use. Thread-safe.
+
+    The graphs run with one intra-op thread (the same sample always gives a
+    bit-identical embedding, and generation keeps its cores); a lock serialises
+    runs because a graph's output buffers are shared.
+    """
+
+    def __init__(self, bundle, backend_name: str = "ort"):
+        c = bundle.manifest["constants"]
+        self.bundle, self.backend_name = bundle, backend_name
+        self.sample_rate, self.hop = c["sample_rate"], c["hop"]
+        self._graphs: dict = {}
+        self._lock = threading.Lock()
+
+    def run(self, role: str, pcm: np.ndarray) -> np.ndarray:
+        """pcm float32 [N] -> the role's single output for batch 1, copied (the graph owns its buffers)."""
+        from .backend import get_backend
+
+        x = np.ascontiguousarray(pcm, np.float32).reshape(1, -1)  # [1, N]
+        with self._lock:
+            g = self._graphs.get(role)
+            if g is None:
+                g = get_backend(self.backend_name).open(self.bundle, role, {"batch": 1, "samples": x.shape[1]}, 1)
+                self._graphs[role] = g
+            out = g.run({g.input_names[0]: x})
+            return out[g.output_names[0]][0].copy()
+
+    def embedding(self, pcm: np.ndarray) -> np.ndarray:
+        """float32 [E]."""
+        e = self.run("speaker_encode", pcm)
+        if not np.isfinite(e).all():
+            raise VoiceError("the speaker encoder returned non-finite values; check the bundle and the sample")
+        return e.astype(np.float32, copy=False)
+
+    def prompt_codes(self, pcm: np.ndarray, max_seconds: float = MAX_PROMPT_SECONDS) -> np.ndarray:
+        """int64 [K, F]: the codec frames of the first `max_seconds` (whole frames only)."""
+        n = min(len(pcm), int(max_seconds * self.sample_rate)) // self.hop * self.hop
+        if n == 0:
+            raise VoiceError(f"the sample is shorter than one codec frame ({self.hop} samples)")
+        return self.run("codec_encode", pcm[:n]).astype(np.int64, copy=False)
+
+    def close(self) -> None:
+        with self._lock:
+            for g in self._graphs.values():
+                g.close()
+            self._graphs.clear()
+
+
+def _cadenza_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("cadenza-tts")
+    except Exception:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def source_meta(info) -> dict:
+    """The provenance `Voice.meta` keeps of an `AudioInfo` (no file path: only its hash)."""
+    return {"source_sha256": info.sha256, "duration_s": round(info.seconds, 3),
+            "source_sample_rate": info.sample_rate, "source_channels": info.channels,
+            "source_format": info.format}
+
+
+def encode_voice(engine, pcm: np.ndarray, name: str, with_prompt: bool = False, transcript: str | None = None,
+                 source_meta: dict | None = None) -> Voice:
+    """Encode a prepared sample (float32 mono at the bundle rate, e.g. from `load_audio`) into a `Voice`.
+
+    Args:
+        engine: an `Engine`, a `VoiceLibrary` or a `VoiceEncoder` (whose graphs run the encoders).
+        with_prompt: also keep the sample's codec frames (at most 10 s) as `prompt_codes`.
+        transcript: what the sample says (used with the prompt codes).
+        source_meta: provenance merged into `meta` (see `source_meta(info)`).
+    """
+    enc = engine if isinstance(engine, VoiceEncoder) else getattr(engine, "encoder", None) or engine.voices.encoder
+    check_name(name)
+    if transcript is not None and (not isinstance(transcript, str) or not transcript.strip()):
+        raise VoiceError("the transcript must be non-empty text (or omitted)")
+    emb = enc.embedding(pcm)
+    codes = enc.prompt_codes(pcm) if with_prompt else None
+    meta = {"duration_s": round(len(pcm) / enc.sample_rate, 3), **(source_meta or {}),
+            "family": enc.bundle.manifest.get("family"), "bundle_hash": enc.bundle.hash,
+            "sample_rate": enc.sample_rate, "prompt_frames": 0 if codes is None else int(codes.shape[1]),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cadenza_version": _cadenza_version()}
+    return Voice(name, emb, codes, transcript.strip() if transcript else None, meta)
+
+
+class VoiceLibrary:
+    """`engine.voices`: add voices from samples, and list, get, remove and resolve stored ones.
+
+    Args:
+        bundle: the bundle whose encoders make (and whose hash must match) the voices.
+        backend_name: the backend that runs the encoder graphs ("ort").
+        store: a `VoiceStore`, a directory, or None for the default store.
+    """
+
+    def __init__(self, bundle, backend_name: str = "ort", store: VoiceStore | str | Path | None = None):
+        self.bundle = bundle
+        self.encoder = VoiceEncoder(bundle, backend_name)
+        self.store = store if isinstance(store, VoiceStore) else VoiceStore(store)
+
+    def add(self, sample, name: str, with_prompt: bool = False, transcript: str | None = None, *,
+            replace: bool = False, sample_rate: int | None = None, max_seconds: float | None = None) -> Voice:
+        """Encode `sample` (a path, a binary file, or an array at `sample_rate`) and store it as `name`.
+
+        Raises VoiceError for a bad sample, a bad name, or an existing name without replace=True.
+        """
+        check_name(name)
+        kw = {} if max_seconds is None else {"max_seconds": max_seconds}
+        if isinstance(sample, np.ndarray):
+            pcm, info = prepare_pcm(sample, sample_rate or self.encoder.sample_rate, self.encoder.sample_rate,
+                                    label=f"sample for {name!r}", **kw)
+        else:
+            pcm, info = load_audio(sample, self.encoder.sample_rate, **kw)
+        voice = encode_voice(self.encoder, pcm, name, with_prompt, transcript, source_meta(info))
+        self.store.add(voice, replace=replace)
+        return voice
+
+    def get(self, name: str) -> Voice:
+        return self.store.get(name)
+
+    def list(self) -> list[dict]:
+        return self.store.list()
+
+    def remove(self, name: str) -> None:
+        self.store.remove(name)
+
+    def resolve(self, voice) -> Voice:
+        """A name, a `.safetensors` path or a `Voice`, checked against this bundle."""
+        return self.store.resolve(voice, self.bundle)
+
+    def close(self) -> None:
+        self.encoder.close()
+
+
+__all__ = ["Voice", "VoiceStore", "VoiceLibrary", "VoiceEncoder", "VoiceError", "encode_voice", "check_name",
+           "check_compatible", "source_meta", "atomic_write"]

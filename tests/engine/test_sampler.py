@@ -1,0 +1,166 @@
+"""The sampler: greedy, top-k, top-p, the inverse-CDF `pick`, repetition penalty, per-stream RNG."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cadenza.engine.errors import SamplingError
+from cadenza.engine.sampler import SamplingParams, StreamSampler, pick
+
+
+def _sampler(k: int = 1, **kwargs) -> StreamSampler:
+    kwargs.setdefault("seed", 0)
+    return StreamSampler(SamplingParams(**kwargs), k)
+
+
+def _random_logits(rng, n=65):
+    return (rng.standard_normal(n) * 3).astype(np.float32)
+
+
+def test_greedy_is_argmax():
+    rng = np.random.default_rng(0)
+    for params in (dict(greedy=True), dict(temperature=0.0)):
+        s = _sampler(**params)
+        assert s.params.is_greedy
+        for _ in range(50):
+            logits = _random_logits(rng)
+            assert s.sample(logits, 0) == int(np.argmax(logits))
+
+
+def test_greedy_ties_pick_the_lowest_index():
+    assert _sampler(greedy=True).sample(np.array([0.0, 2.0, 2.0, 1.0], np.float32), 0) == 1
+
+
+def test_greedy_draws_nothing_from_the_rng():
+    s = _sampler(greedy=True, seed=3)
+    s.sample(np.arange(5, dtype=np.float32), 0)
+    assert s.rng.random() == np.random.default_rng(3).random()
+
+
+@pytest.mark.parametrize("params", [pytest.param(dict(top_k=1, temperature=1.5), id="top_k=1"),
+                                    pytest.param(dict(top_k=0, top_p=1e-9, temperature=1.5), id="tiny-top_p")])
+def test_degenerate_sampling_is_greedy(params):
+    rng = np.random.default_rng(1)
+    for seed in range(5):
+        s = _sampler(seed=seed, **params)
+        for _ in range(40):
+            logits = _random_logits(rng)
+            assert s.sample(logits, 0) == int(np.argmax(logits))
+
+
+PROBS = np.array([0.5, 0.3, 0.2])
+ORDER = np.array([2, 0, 1])  # sorted position -> id
+
+
+@pytest.mark.parametrize("top_k, top_p, u, want", [
+    # cumulative [0.5, 0.8, 1.0]: u in [0, .5) -> id 2, [.5, .8) -> id 0, [.8, 1) -> id 1
+    (0, 1.0, 0.0, 2), (0, 1.0, 0.49, 2), (0, 1.0, 0.5, 0), (0, 1.0, 0.79, 0), (0, 1.0, 0.85, 1), (0, 1.0, 0.999, 1),
+    # top-k 2 renormalises to [0.625, 1.0]
+    (2, 1.0, 0.6, 2), (2, 1.0, 0.7, 0), (2, 1.0, 0.999, 0),
+    (1, 1.0, 0.999, 2), (5, 1.0, 0.85, 1),  # k beyond the vocabulary: all kept
+    # top-p: the smallest prefix whose mass reaches top_p
+    (0, 0.5, 0.999, 2), (0, 0.6, 0.5, 2), (0, 0.6, 0.7, 0), (0, 0.81, 0.9, 1),
+    # top-p applies to the renormalised top-k mass: [0.625, 1.0] reaches 0.6 at the first
+    (2, 0.6, 0.999, 2), (2, 0.7, 0.7, 0),
+])
+def test_pick_hand_computed(top_k, top_p, u, want):
+    assert pick(PROBS.copy(), ORDER, top_k, top_p, u) == want
+
+
+def test_pick_renormalises_unnormalised_mass():
+    probs = np.array([2.0, 1.0, 1.0])  # -> [0.5, 0.25, 0.25], cumulative [0.5, 0.75, 1.0]
+    order = np.array([7, 8, 9])
+    assert [pick(probs.copy(), order, 0, 1.0, u) for u in (0.1, 0.6, 0.74, 0.76)] == [7, 8, 8, 9]
+
+
+def test_sampling_follows_the_distribution():
+    p = np.array([0.6, 0.25, 0.1, 0.05])
+    s = _sampler(temperature=1.0, top_k=0, seed=11)
+    draws = np.array([s.sample(np.log(p).astype(np.float32), 0) for _ in range(4000)])
+    freq = np.bincount(draws, minlength=4) / len(draws)
+    np.testing.assert_allclose(freq, p, atol=0.03)
+
+
+def test_top_k_and_top_p_restrict_the_support():
+    logits = np.log(np.array([0.05, 0.5, 0.1, 0.3, 0.05])).astype(np.float32)
+    s = _sampler(temperature=1.0, top_k=2, seed=2)
+    assert set(s.sample(logits, 0) for _ in range(300)) == {1, 3}
+    s = _sampler(temperature=1.0, top_k=0, top_p=0.85, seed=2)  # 0.5 + 0.3 = 0.8 < 0.85: needs the 0.1 too
+    assert set(s.sample(logits, 0) for _ in range(500)) == {1, 3, 2}
+
+
+def test_temperature_sharpens():
+    logits = np.log(np.array([0.4, 0.35, 0.25])).astype(np.float32)
+    hot = _sampler(temperature=2.0, top_k=0, seed=4)
+    cold = _sampler(temperature=0.1, top_k=0, seed=4)
+    n = 1000
+    assert sum(cold.sample(logits, 0) == 0 for _ in range(n)) > sum(hot.sample(logits, 0) == 0 for _ in range(n))
+
+
+def test_repetition_penalty_divides_positive_logits_within_the_window():
+    s = _sampler(greedy=True, repetition_penalty=2.0, repetition_window=2)
+    logits = np.array([1.0, 3.0, 2.0, -1.0], np.float32)
+    before = logits.copy()
+    assert s.sample(logits, 0) == 1
+    s.observe(np.array([1]))  # 3.0 -> 1.5: code 2 wins
+    assert s.sample(logits, 0) == 2
+    np.testing.assert_array_equal(logits, before)  # the caller's logits are not modified
+    s.observe(np.array([2]))  # history [2, 1]: 3.0 -> 1.5, 2.0 -> 1.0
+    assert s.sample(logits, 0) == 1
+    s.observe(np.array([3]))  # history [3, 2]: code 1 left the window
+    assert s.sample(logits, 0) == 1
+    s.observe(np.array([1]))
+    assert s.sample(logits, 0) == 2
+
+
+def test_repetition_penalty_multiplies_negative_logits():
+    s = _sampler(greedy=True, repetition_penalty=2.0)
+    logits = np.array([-1.0, -0.6, -3.0], np.float32)
+    s.observe(np.array([1]))  # -0.6 -> -1.2: code 0 (-1.0) wins
+    assert s.sample(logits, 0) == 0
+
+
+def test_repetition_history_is_per_codebook():
+    s = _sampler(k=2, greedy=True, repetition_penalty=10.0)
+    logits = np.array([1.0, 2.0, 0.5], np.float32)
+    s.observe(np.array([1, 0]))  # codebook 0 saw code 1, codebook 1 saw code 0
+    assert s.sample(logits, 0) == 0
+    assert s.sample(logits, 1) == 1
+
+
+def test_no_penalty_when_off():
+    for params in (dict(repetition_penalty=1.0), dict(repetition_penalty=3.0, repetition_window=0)):
+        s = _sampler(greedy=True, **params)
+        s.observe(np.array([1]))
+        assert s.sample(np.array([1.0, 2.0, 0.5], np.float32), 0) == 1
+
+
+def test_per_stream_rng_is_deterministic_and_independent():
+    rng = np.random.default_rng(5)
+    logits = [_random_logits(rng) for _ in range(60)]
+    a = _sampler(temperature=1.0, top_k=10, seed=42)
+    want = [a.sample(l, 0) for l in logits]
+    b, other = _sampler(temperature=1.0, top_k=10, seed=42), _sampler(temperature=1.0, top_k=10, seed=7)
+    got = []
+    for l in logits:  # interleaved with another stream's draws: no effect
+        other.sample(l, 0)
+        got.append(b.sample(l, 0))
+        other.sample(l, 0)
+    assert got == want
+    c = _sampler(temperature=1.0, top_k=10, seed=43)
+    assert [c.sample(l, 0) for l in logits] != want
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(top_p=1.01), dict(top_k=-1),
+                                 dict(top_k=2.5), dict(repetition_penalty=0.5), dict(repetition_window=-1),
+                                 dict(seed=-3), dict(seed="x")])
+def test_invalid_params(bad):
+    with pytest.raises(SamplingError):
+        SamplingParams(**bad)
+
+
+def test_params_defaults():
+    p = SamplingParams(greedy=True)
+    assert p.temperature == 0 and p.is_greedy
+    q = SamplingParams()
+    assert isinstance(q.seed, int) and q.seed >= 0 and not q.is_greedy
