@@ -54,7 +54,8 @@ class Engine:
     def __init__(self, bundle: Bundle, backend: str = "ort", *, max_streams: int = 4, max_len: int | None = None,
                  memory_budget_mb: float = 1024, threads: int | None = None, codec_threads: int = 1,
                  chunk: ChunkSchedule | None = None, max_queue: int = 64, queue_timeout: float = 30.0,
-                 prefix_cache_mb: float = 64, voice_store: VoiceStore | str | Path | None = None):
+                 prefix_cache_mb: float = 64, prefill_budget: int = 512,
+                 voice_store: VoiceStore | str | Path | None = None):
         c = bundle.manifest["constants"]
         self.bundle, self.backend_name = bundle, backend
         self.sample_rate, self.hop, self.frame_rate = c["sample_rate"], c["hop"], c["frame_rate"]
@@ -70,7 +71,8 @@ class Engine:
         self.codec_graph = codec_g
         self.worker = CodecWorker(BatchDecoder(codec_g, self.slots, self.n_codebooks, self.chunk.max_frames))
         cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
-        self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue, queue_timeout, cache)
+        self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue, queue_timeout, cache,
+                                   prefill_budget)
         self._closed = False
         self._voices = VoiceLibrary(bundle, backend, voice_store)  # opens no graph until a voice is added
 
@@ -87,6 +89,9 @@ class Engine:
             chunk: the chunk schedule (first chunk small, then growing).
             max_queue, queue_timeout: the bounded wait queue for a free slot.
             prefix_cache_mb: bytes for cached voice-prefix KV entries (0 disables the cache).
+            prefill_budget: prompt tokens prefilled between two decode steps while streams run
+                (new streams beyond it wait one step, so running streams do not stall).
+            voice_store: the voice store directory (default: the user's data directory).
         """
         b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         return cls(b, backend, **kwargs)

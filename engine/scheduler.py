@@ -23,8 +23,10 @@ from .stream import Chunk, Request, end_marker
 
 class Scheduler:
     def __init__(self, gen: Generator, worker: CodecWorker, sample_rate: int, hop: int,
-                 max_queue: int = 64, queue_timeout: float = 30.0, prefix_cache: PrefixCache | None = None):
+                 max_queue: int = 64, queue_timeout: float = 30.0, prefix_cache: PrefixCache | None = None,
+                 prefill_budget: int = 512):
         self.gen, self.worker = gen, worker
+        self.prefill_budget = prefill_budget
         self.prefixes = prefix_cache
         self.sample_rate, self.hop = sample_rate, hop
         self.max_queue, self.queue_timeout = max_queue, queue_timeout
@@ -93,8 +95,17 @@ class Scheduler:
         self.gen.rows.clear()
 
     def _take_admissible(self) -> list[Request]:
-        now, out = time.perf_counter(), []
+        """FIFO, while slots are free, within the prefill budget when streams are running.
+
+        The budget (prompt tokens prefilled between two decode steps) keeps a burst of new
+        streams from stalling the running ones; at least one stream is always admitted.
+        """
+        now, out, tokens = time.perf_counter(), [], 0
         while self.waiting and self.gen.batch + len(out) < self.gen.slots:
+            cost = self.waiting[0].prefill_tokens
+            if out and self.gen.batch and tokens + cost > self.prefill_budget:
+                break
+            tokens += cost
             out.append(self.waiting.popleft())
         for req in [r for r in self.waiting if now - r.submitted > self.queue_timeout]:
             self.waiting.remove(req)

@@ -76,6 +76,11 @@ class Request:
     submitted: float = 0.0
     done: bool = False
 
+    @property
+    def prefill_tokens(self) -> int:
+        """Positions the first prefill computes (the prefix may come from the cache)."""
+        return self.prefix.length + len(self.segments[0])
+
     def begin_segment(self, i: int) -> None:
         self.segment = i
         r = self.row
