@@ -65,16 +65,32 @@ class Engine:
             raise ValueError(f"max_len must be in [8, {c['max_seq_len']}] (the model's context), got {self.max_len}")
         self.slots = self._slots(c, max_streams, memory_budget_mb)
         self.chunk = chunk or ChunkSchedule()
-        be = get_backend(backend)
-        self.gen = Generator(bundle, be, self.slots, self.max_len, threads)
-        codec_g = be.open(bundle, "codec_decode", {"batch": self.slots, "frames": self.chunk.max_frames}, codec_threads)
-        self.codec_graph = codec_g
-        self.worker = CodecWorker(BatchDecoder(codec_g, self.slots, self.n_codebooks, self.chunk.max_frames))
+        if backend in ("torch", "torch-cuda"):  # the PyTorch model from weights/; torch is imported only here
+            from .torch_backend import TorchGenerator
+
+            self.gen = TorchGenerator(bundle, self.slots, self.max_len, "cuda" if backend == "torch-cuda" else "cpu",
+                                      threads=threads)
+            be = get_backend("ort")  # the codec (and voices) stay on ONNX Runtime, except on CUDA below
+        else:
+            be = get_backend(backend)
+            self.gen = Generator(bundle, be, self.slots, self.max_len, threads)
+        if backend == "torch-cuda":  # the codec on the GPU too, on its own stream
+            from .torch_codec import TorchBatchDecoder, TorchCodecDecoder
+
+            decoder = TorchBatchDecoder(TorchCodecDecoder(self.gen.model.codec, "cuda", self.slots,
+                                                          self.chunk.max_frames))
+            self.codec_graph = decoder  # CodecState.zeros(decoder) works: it lists the state shapes
+        else:
+            self.codec_graph = be.open(bundle, "codec_decode", {"batch": self.slots, "frames": self.chunk.max_frames},
+                                       codec_threads)
+            decoder = BatchDecoder(self.codec_graph, self.slots, self.n_codebooks, self.chunk.max_frames)
+        self.worker = CodecWorker(decoder)
         cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue, queue_timeout, cache,
                                    prefill_budget)
         self._closed = False
-        self._voices = VoiceLibrary(bundle, backend, voice_store)  # opens no graph until a voice is added
+        # the voice encoders run on ONNX Runtime; they open no graph until a voice is added
+        self._voices = VoiceLibrary(bundle, "ort" if backend.startswith("torch") else backend, voice_store)
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle, backend: str = "ort", **kwargs) -> "Engine":
@@ -82,7 +98,8 @@ class Engine:
 
         Args:
             bundle: the bundle directory (from `cadenza export`).
-            backend: "ort" (ONNX Runtime, CPU; the default).
+            backend: "ort" (ONNX Runtime, CPU; the default), "torch" (PyTorch eager from the bundle's
+                weights; the reference), "torch-cuda" (CUDA graphs, on-device sampling; needs a GPU).
             max_streams: concurrent streams (KV slots), capped by `memory_budget_mb`.
             max_len: KV positions per slot (default: the model's context).
             threads: intra-op threads for generation (default: all cores).

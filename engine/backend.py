@@ -109,4 +109,4 @@ def get_backend(name: str) -> Backend:
         from .ort_backend import OrtBackend
 
         return OrtBackend(provider="CUDAExecutionProvider")
-    raise BackendUnavailable(f"unknown backend {name!r}; available: ort (CPU), ort-cuda (needs onnxruntime-gpu)")
+    raise BackendUnavailable(f"unknown backend {name!r}; available: ort (CPU), ort-cuda (needs onnxruntime-gpu), torch (CPU), torch-cuda (needs a GPU)")

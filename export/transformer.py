@@ -32,7 +32,7 @@ def rope(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> to
     freqs = positions.to(torch.float32)[:, None, :, None] * inv_freq  # [B, 1, P, D/2]
     cos, sin = freqs.cos(), freqs.sin()
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
 
 class Attention(nn.Module):
