@@ -54,7 +54,7 @@ class Engine:
     def __init__(self, bundle: Bundle, backend: str = "ort", *, max_streams: int = 4, max_len: int | None = None,
                  memory_budget_mb: float = 1024, threads: int | None = None, codec_threads: int = 1,
                  chunk: ChunkSchedule | None = None, max_queue: int = 64, queue_timeout: float = 30.0,
-                 prefix_cache_mb: float = 64, prefill_budget: int = 512,
+                 prefix_cache_mb: float = 64, prefill_budget: int = 512, warmup: bool = True,
                  voice_store: VoiceStore | str | Path | None = None):
         c = bundle.manifest["constants"]
         self.bundle, self.backend_name = bundle, backend
@@ -89,6 +89,8 @@ class Engine:
         self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue, queue_timeout, cache,
                                    prefill_budget)
         self._closed = False
+        if warmup:
+            self._warmup()
         # the voice encoders run on ONNX Runtime; they open no graph until a voice is added
         self._voices = VoiceLibrary(bundle, "ort" if backend.startswith("torch") else backend, voice_store)
 
@@ -109,6 +111,8 @@ class Engine:
             prefill_budget: prompt tokens prefilled between two decode steps while streams run
                 (new streams beyond it wait one step, so running streams do not stall).
             voice_store: the voice store directory (default: the user's data directory).
+            warmup: run one short stream at load, so the first caller's time-to-first-audio does
+                not pay for first-run allocations.
         """
         b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         return cls(b, backend, **kwargs)
@@ -169,21 +173,21 @@ class Engine:
             voice = self._voices.resolve(voice)  # a stored voice keeps its acoustic prompt
         emb = self._voice(voice)
         prefix = self._prefix(voice, emb)
-        segments = tok.split_text(text, self._max_segment_bytes(prefix.length))
-        if frames is not None:
+        if frames is None:
+            segments = tok.split_text(text, self._max_segment_bytes(prefix.length))
+        else:  # an exact length (benchmarks): one segment, which must fit with its frames
             if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 1:
                 raise ValueError(f"frames must be a positive int, got {frames!r}")
-            if len(segments) > 1:
-                raise KVCacheExhausted(f"frames={frames} needs the text in one segment, but it splits into "
-                                       f"{len(segments)}; shorten the text or raise max_len")
+            segments = [tok.check_text(text)]
         prompts = [tok.prompt_tokens(s, with_voice=False) for s in segments]
         frames = None if frames is None else int(frames)
         bounds = [(frames, frames) if frames else tok.frame_bounds(s, self.frame_rate) for s in segments]
         for p, (_, cap) in zip(prompts, bounds):
             if prefix.length + len(p) + cap > self.max_len:
+                what = f"frames={frames} keeps the text in one segment: " if frames else ""
                 raise KVCacheExhausted(
-                    f"a voice prefix of {prefix.length} plus a prompt of {len(p)} tokens plus {cap} frames exceeds "
-                    f"max_len={self.max_len}; raise max_len or lower frames")
+                    f"{what}a voice prefix of {prefix.length} plus a prompt of {len(p)} tokens plus {cap} frames "
+                    f"exceeds max_len={self.max_len}; raise max_len, shorten the text or lower frames")
         metrics = StreamMetrics(self.sample_rate, self.frame_rate, self.n_codebooks, segments=len(segments),
                                 seed=params.seed)
         row = Row(StreamSampler(params, self.n_codebooks), forced=frames is not None)
@@ -208,6 +212,11 @@ class Engine:
         return emb
 
     # --- utilities --------------------------------------------------------------
+    def _warmup(self) -> None:
+        """One 2-frame greedy stream through every graph of the decode loop (and the codec)."""
+        self.synthesize("Hi.", frames=2, greedy=True)  # 6 prompt positions + 2 frames: fits max_len >= 8
+
+
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Offline decode of all frames [K, F] at once (from zero state): float32 [F * hop].
 
