@@ -1,0 +1,253 @@
+"""The baselines Cadenza's engine is measured against, on the same bundle, text, seed and threads.
+
+- `torch-eager`: the PyTorch reference model from the bundle's `weights/`,
+  driven the way most projects drive such a model (the loop of
+  `cadenza.export.reference.generate`): eager modules under `no_grad`, a KV
+  cache grown by `torch.cat` every step, sampling in Python with torch ops.
+- `ort-naive`: the bundle's ONNX graphs driven with plain `session.run` and
+  fresh numpy feeds each step: no IO binding, no buffer reuse, a KV cache
+  grown by `np.concatenate` every step and fed back as the past inputs.
+  Tensor names come from the manifest.
+
+Both are `FrameSource`s: `begin` prefills a prompt, `next_frame` returns one
+frame of codes, `decode` turns frames into PCM with the streaming codec (state
+carried between chunks). `drive` runs one stream over a source: synchronous,
+in the caller's thread, the first chunk decoded after the first frame, later
+chunks growing with Cadenza's own `ChunkSchedule` rule, and everything timed
+from the call. torch is imported only when a `TorchEager` is built.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from cadenza.engine import text as tok
+from cadenza.engine.bundle import REBUILD_HINT, Bundle, BundleError
+from cadenza.engine.metrics import StreamMetrics
+from cadenza.engine.sampler import SamplingParams, StreamSampler
+from cadenza.engine.stream import ChunkSchedule
+
+from .measure import StreamRecord
+
+# The same sampling for every engine (Cadenza's defaults): identical work, seeded.
+SAMPLING = {"temperature": 0.9, "top_k": 50, "top_p": 1.0}
+
+
+class FrameSource(Protocol):
+    sample_rate: int
+    hop: int
+    frame_rate: float
+    n_codebooks: int
+
+    def begin(self, text: str, seed: int) -> None: ...
+    def next_frame(self) -> np.ndarray: ...
+    def decode(self, codes: np.ndarray) -> np.ndarray: ...
+    def close(self) -> None: ...
+
+
+def drive(src: FrameSource, text: str, frames: int, seed: int, queue_s: float = 0.0,
+          schedule: ChunkSchedule | None = None) -> StreamRecord:
+    """Run one forced-length stream over `src`, timed from this call.
+
+    Args:
+        frames: exactly this many frames (end-of-speech is never sampled).
+        queue_s: how long the request waited before this call (recorded, not slept).
+        schedule: frames per chunk (default: Cadenza's `ChunkSchedule()`).
+    Returns:
+        the stream's `StreamRecord`.
+    """
+    sched = schedule or ChunkSchedule()
+    m = StreamMetrics(src.sample_rate, src.frame_rate, src.n_codebooks)  # t_start: now
+    src.begin(text, seed)
+    pending: list[np.ndarray] = []
+    size, sent = sched.first, 0
+    for f in range(frames):
+        pending.append(src.next_frame())
+        m.on_frame()
+        if len(pending) < size and f + 1 < frames:
+            continue
+        sent += len(pending)
+        pcm = src.decode(np.stack(pending, axis=1))  # [K, F] -> [F * hop]
+        pending.clear()
+        m.on_chunk(len(pcm))
+        size = sched.next(size, _ahead(m, sent, size, src.hop))
+    m.on_end()
+    return StreamRecord.from_metrics(m, queue_s)
+
+
+def _ahead(m: StreamMetrics, frames_sent: int, size: int, hop: int) -> bool:
+    """Cadenza's rule: grow chunks only while the audio sent leads playback by a chunk."""
+    played = time.perf_counter() - m.t_start - m.arrivals[0]
+    return frames_sent * hop / m.sample_rate > played + size * hop / m.sample_rate
+
+
+def _constants(bundle: Bundle, src) -> None:
+    c = bundle.manifest["constants"]
+    src.sample_rate, src.hop, src.frame_rate = c["sample_rate"], c["hop"], c["frame_rate"]
+    src.n_codebooks, src.eos, src.max_len = c["n_codebooks"], c["eos_id"], c["max_seq_len"]
+
+
+RUN_PARTS = ("backbone.", "depth.", "codec.quantizer.", "codec.decoder.")  # what a TTS stream runs
+
+
+def load_reference(weights: Path):
+    """The bundle's PyTorch model, checked on the parts a stream runs.
+
+    Unlike `TTSModel.load`, a speaker or codec encoder that changed since the
+    bundle was exported is tolerated (a stream never runs them); every weight
+    of the backbone, depth decoder and codec decoder must load, shapes included.
+    """
+    from cadenza.export.config import TTSConfig
+    from cadenza.export.model import TTSModel
+    from safetensors.torch import load_file
+
+    if not (weights / "config.json").is_file() or not (weights / "model.safetensors").is_file():
+        raise BundleError(f"{weights} has no PyTorch weights (config.json + model.safetensors) for the torch-eager "
+                          f"baseline; {REBUILD_HINT}, or leave torch-eager out of --baselines")
+    model = TTSModel(TTSConfig.from_json(weights / "config.json"))
+    state = {k: v for k, v in load_file(str(weights / "model.safetensors")).items() if k.startswith(RUN_PARTS)}
+    try:
+        missing, _ = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise BundleError(f"{weights} does not fit its config.json ({str(e).splitlines()[-1].strip()}); "
+                          f"{REBUILD_HINT}") from None
+    missing = [k for k in missing if k.startswith(RUN_PARTS)]
+    if missing:
+        raise BundleError(f"{weights} lacks {missing[:3]} for the torch-eager baseline; {REBUILD_HINT}")
+    return model.eval()
+
+
+class TorchEager:
+    """The PyTorch reference model, eager, with `torch.set_num_threads(threads)`."""
+
+    name = "torch-eager"
+
+    def __init__(self, bundle: str | Path, threads: int):
+        import torch
+        from cadenza.export import reference
+
+        torch.set_num_threads(threads)
+        self.torch, self.ref = torch, reference
+        b = Bundle.load(bundle, verify=False)
+        _constants(b, self)
+        self.model = load_reference(b.path / "weights")
+
+    def begin(self, text: str, seed: int) -> None:
+        torch, bb = self.torch, self.model.backbone
+        self.sampling = self.ref.RefSampling(seed=seed, **SAMPLING)
+        self.gen = torch.Generator().manual_seed(seed)
+        ids = torch.tensor([tok.prompt_tokens(tok.check_text(text))])  # [1, P]
+        P = ids.shape[1]
+        with torch.no_grad():
+            pk, pv = bb.transformer.empty_cache(1)
+            x = bb.embed_prompt(ids, torch.zeros(1, self.model.cfg.speaker_dim))
+            h, self.ck, self.cv = bb(x, torch.arange(P)[None], pk, pv, torch.zeros(1, dtype=torch.long))
+        self.h, self.pos, self.last = h[:, -1], P, None  # h [1, D]
+        self.codec_state = self.model.codec.decoder.zero_state(1)
+
+    def next_frame(self) -> np.ndarray:
+        torch, bb = self.torch, self.model.backbone
+        with torch.no_grad():
+            if self.last is not None:  # feed the previous frame back (the reference's step)
+                pos = torch.tensor([self.pos])
+                h, nk, nv = bb(bb.embed_codes(torch.tensor([self.last])), pos[:, None], self.ck, self.cv, pos)
+                self.ck, self.cv = self.ref._grow(self.ck, self.cv, nk, nv)
+                self.h, self.pos = h[:, -1], self.pos + 1
+            logits = bb.head(self.h)[0]  # [C + 1]
+            logits[self.eos] = float("-inf")  # forced length
+            c0 = self.ref.sample_torch(logits, self.sampling, self.gen)
+            self.last = [c0] + self.ref._depth_codes(self.model, self.h, c0, self.sampling, self.gen)
+        return np.asarray(self.last, np.int64)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.no_grad():
+            pcm, self.codec_state = self.model.codec.decode_stream(torch.from_numpy(codes)[None], self.codec_state)
+        return pcm[0].numpy().copy()
+
+    def close(self) -> None:
+        self.model = None
+
+
+class OrtNaive:
+    """The ONNX graphs with plain `session.run`, numpy feeds and concatenated caches."""
+
+    name = "ort-naive"
+
+    def __init__(self, bundle: str | Path, threads: int):
+        import onnxruntime as ort
+
+        self.bundle = b = Bundle.load(bundle, verify=False)
+        _constants(b, self)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        roles = ["backbone_prefill", "backbone_step", "codec_decode"] + (["depth_step"] if b.has("depth_step") else [])
+        self.sess = {r: ort.InferenceSession(str(b.graph_path(r)), so, providers=["CPUExecutionProvider"])
+                     for r in roles}
+
+    def _run(self, role: str, feeds: dict) -> dict:
+        s = self.sess[role]
+        return dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds)))
+
+    def _past(self, role: str, cache: list[np.ndarray]) -> dict:
+        kv = self.bundle.graph(role)["kv"]
+        names = [kv[k] % l for l in range(kv["layers"]) for k in ("past_key", "past_value")]
+        return dict(zip(names, cache))
+
+    def _grow(self, role: str, cache: list[np.ndarray] | None, out: dict) -> list[np.ndarray]:
+        kv = self.bundle.graph(role)["kv"]
+        new = [out[kv[k] % l] for l in range(kv["layers"]) for k in ("new_key", "new_value")]
+        return new if cache is None else [np.concatenate([a, b], axis=2) for a, b in zip(cache, new)]
+
+    def _empty(self, role: str) -> list[np.ndarray]:
+        kv = self.bundle.graph(role)["kv"]
+        return [np.zeros((1, kv["kv_heads"], 0, kv["head_dim"]), np.float32)] * (2 * kv["layers"])
+
+    def begin(self, text: str, seed: int) -> None:
+        self.sampler = StreamSampler(SamplingParams(seed=seed, **SAMPLING), self.n_codebooks)
+        ids = np.array([tok.prompt_tokens(tok.check_text(text))], np.int64)  # [1, P]
+        feeds = {"tokens": ids, "voice": np.zeros((1, self.bundle.speaker_dim), np.float32),
+                 "lengths": np.array([ids.shape[1]]), "start": np.zeros(1, np.int64),
+                 **self._past("backbone_prefill", self._empty("backbone_prefill"))}
+        out = self._run("backbone_prefill", feeds)
+        self.cache = self._grow("backbone_prefill", None, out)
+        self.logits, self.hidden, self.pos, self.last = out["logits"], out["hidden"], ids.shape[1], None
+        g = self.bundle.graph("codec_decode")
+        self.codec_state = {s["input"]: np.zeros((1, *s["shape"]), np.float32) for s in g["state"]}
+
+    def next_frame(self) -> np.ndarray:
+        if self.last is not None:
+            feeds = {"codes": self.last[None], "positions": np.array([self.pos]),
+                     **self._past("backbone_step", self.cache)}
+            out = self._run("backbone_step", feeds)
+            self.cache = self._grow("backbone_step", self.cache, out)
+            self.logits, self.hidden, self.pos = out["logits"], out["hidden"], self.pos + 1
+        logits = self.logits[0].copy()
+        logits[self.eos] = -np.inf  # forced length
+        codes = [self.sampler.sample(logits, 0)]
+        cache = self._empty("depth_step") if self.n_codebooks > 1 else None
+        for p in range(self.n_codebooks - 1):
+            feeds = {"hidden": self.hidden, "prev_code": np.array([codes[-1]]), "depth_pos": np.array([p]),
+                     **self._past("depth_step", cache)}
+            out = self._run("depth_step", feeds)
+            cache = self._grow("depth_step", cache if p else None, out)
+            codes.append(self.sampler.sample(out["logits"][0], p + 1))
+        self.last = np.asarray(codes, np.int64)
+        self.sampler.observe(self.last)
+        return self.last
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        g = self.bundle.graph("codec_decode")
+        out = self._run("codec_decode", {g["inputs"][0]["name"]: codes[None], **self.codec_state})
+        self.codec_state = {s["input"]: out[s["output"]] for s in g["state"]}
+        return out[g["outputs"][0]["name"]][0]
+
+    def close(self) -> None:
+        self.sess.clear()
+
+
+BASELINES = {"torch-eager": TorchEager, "ort-naive": OrtNaive}
