@@ -65,6 +65,7 @@ class Engine:
             raise ValueError(f"max_len must be in [8, {c['max_seq_len']}] (the model's context), got {self.max_len}")
         self.slots = self._slots(c, max_streams, memory_budget_mb)
         self.chunk = chunk or ChunkSchedule()
+        threads = threads or self.default_threads(bundle)
         if backend in ("torch", "torch-cuda"):  # the PyTorch model from weights/; torch is imported only here
             from .torch_backend import TorchGenerator
 
@@ -104,7 +105,8 @@ class Engine:
                 weights; the reference), "torch-cuda" (CUDA graphs, on-device sampling; needs a GPU).
             max_streams: concurrent streams (KV slots), capped by `memory_budget_mb`.
             max_len: KV positions per slot (default: the model's context).
-            threads: intra-op threads for generation (default: all cores).
+            threads: intra-op threads for generation (default: `default_threads`: 1 for tiny graphs,
+                all cores for larger ones).
             chunk: the chunk schedule (first chunk small, then growing).
             max_queue, queue_timeout: the bounded wait queue for a free slot.
             prefix_cache_mb: bytes for cached voice-prefix KV entries (0 disables the cache).
@@ -258,5 +260,8 @@ class Engine:
         self.close()
 
     @staticmethod
-    def default_threads() -> int:
-        return os.cpu_count() or 1
+    def default_threads(bundle: Bundle) -> int:
+        """Intra-op threads for generation: one for small graphs (waking a pool for every tiny op
+        costs more than it saves), every core once a step's weights are large enough to share."""
+        step_bytes = bundle.graph_path("backbone_step").stat().st_size
+        return 1 if step_bytes < 32 * 2**20 else (os.cpu_count() or 1)

@@ -44,6 +44,7 @@ class DecodeJob:
     state: CodecState
     deliver: Callable[[np.ndarray | BaseException], None]  # receives caller-owned PCM [F * hop]
     frame_range: tuple[int, int] = (0, 0)
+    deadline: float = 0.0  # time.perf_counter() by which the caller needs it (0: at once)
     meta: dict = field(default_factory=dict)
 
 
@@ -91,10 +92,18 @@ class BatchDecoder:
 
 
 class CodecWorker:
-    """A thread that decodes `DecodeJob`s in submission order per stream."""
+    """A thread that decodes `DecodeJob`s, most urgent first, in order within each stream.
 
-    def __init__(self, decoder: BatchDecoder):
+    Urgency is the playback deadline the scheduler stamps on each job (a stream's first
+    chunk is due at once; a later chunk when the audio before it will have played). Each
+    call decodes the most urgent job together with other streams' jobs of the same frame
+    count that are due soon after it, within a frame budget, so one large batch never
+    holds back a stream that is about to run dry.
+    """
+
+    def __init__(self, decoder, frame_budget: int = 32, slack_s: float = 0.25):
         self.decoder = decoder
+        self.frame_budget, self.slack_s = frame_budget, slack_s
         self.jobs: queue.Queue = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="cadenza-codec", daemon=True)
         self.thread.start()
@@ -107,36 +116,43 @@ class CodecWorker:
         self.thread.join(timeout=10)
 
     def _loop(self) -> None:
-        while True:
-            first = self.jobs.get()
-            if first is None:
-                return
-            batch = [first]
-            while True:  # drain what is due now, to batch it
+        pending: list[DecodeJob] = []
+        closing = False
+        while pending or not closing:
+            if not pending:
+                job = self.jobs.get()
+                if job is None:
+                    return
+                pending.append(job)
+            while True:  # drain what is due now, to order and batch it
                 try:
-                    nxt = self.jobs.get_nowait()
+                    job = self.jobs.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is None:
-                    self.jobs.put(None)
-                    break
-                batch.append(nxt)
-            self._run(batch)
-
-    def _run(self, batch: list[DecodeJob]) -> None:
-        # one job per stream per call keeps each stream's chunks in order
-        while batch:
-            groups: dict[int, list[DecodeJob]] = {}
-            seen, rest = set(), []
-            for job in batch:
-                if id(job.state) in seen:
-                    rest.append(job)
+                if job is None:
+                    closing = True
                     continue
-                seen.add(id(job.state))
-                groups.setdefault(job.codes.shape[1], []).append(job)
-            for jobs in groups.values():
-                self._decode(jobs)
-            batch = rest
+                pending.append(job)
+            batch = self._pick(pending)
+            pending = [j for j in pending if all(j is not b for b in batch)]
+            self._decode(batch)
+
+    def _pick(self, pending: list[DecodeJob]) -> list[DecodeJob]:
+        """The most urgent job plus same-length jobs of other streams due within the slack."""
+        heads: dict[int, DecodeJob] = {}
+        for job in pending:  # submission order: the first job of each stream is its next chunk
+            heads.setdefault(id(job.state), job)
+        order = sorted(heads.values(), key=lambda j: j.deadline)
+        first = order[0]
+        F = first.codes.shape[1]
+        batch = [first]
+        for job in order[1:]:
+            if job.codes.shape[1] != F or job.deadline > first.deadline + self.slack_s:
+                continue
+            if (len(batch) + 1) * max(F, 1) > self.frame_budget:
+                break
+            batch.append(job)
+        return batch
 
     def _decode(self, jobs: list[DecodeJob]) -> None:
         try:

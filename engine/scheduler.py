@@ -198,7 +198,14 @@ class Scheduler:
         req.chunks_sent += 1 if n else 0
         req.chunk_size = req.schedule.next(req.chunk_size or req.schedule.first, self._ahead(req))
         self.worker.submit(DecodeJob(codes, req.codec_state, self._deliver(req, start, n, last, index),
-                                     (start, start + n)))
+                                     (start, start + n), self._deadline(req, start)))
+
+    def _deadline(self, req: Request, start_frame: int) -> float:
+        """When the audio before `start_frame` will have played (first chunk: now)."""
+        m = req.metrics
+        if not m.arrivals:
+            return time.perf_counter()
+        return m.t_start + m.arrivals[0] + start_frame * self.hop / self.sample_rate
 
     def _ahead(self, req: Request) -> bool:
         """Is the stream's generated audio ahead of real time (by at least one chunk)?"""
