@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import text
 from .backend import Backend
 from .bundle import Bundle
 from .kv_cache import CacheShape, KVCache
-from .sampler import StreamSampler
+from .sampler import StreamSampler, sample_batch
 
 
 @dataclass(eq=False)
@@ -86,20 +87,38 @@ class Generator:
     # --- the three phases -------------------------------------------------
     def prefill(self, b: int, tokens: list[int], voice: np.ndarray, start: int = 0) -> None:
         """Prefill row `b` with `tokens` after `start` cached positions (0: a fresh prompt)."""
-        n = len(tokens)
-        self.kv.check_fits(start, n)
-        tok = np.asarray(tokens, np.int64)[None]  # [1, P]
-        self._one["lengths"][0], self._one["start"][0] = n, start
-        feeds = {"tokens": tok, "voice": np.ascontiguousarray(voice, np.float32).reshape(1, -1),
-                 "lengths": self._one["lengths"], "start": self._one["start"]}
-        # only the `start` valid positions (a small copy; prefill is outside the decode loop), so the
-        # prompt attends to its own prefix rather than to a whole masked slot
-        past = [np.ascontiguousarray(v[:, :, :start]) for v in self.kv.slot_views(b)]
+        self.rows[b].position = start
+        self.prefill_many([(b, tokens, voice)])
+
+    def prefill_many(self, items: list[tuple[int, list[int], np.ndarray]]) -> None:
+        """Prefill several rows in one call: (row, tokens, voice) each, after the row's own
+        `position` cached entries (its voice prefix). Rows are padded to the longest prompt.
+
+        Only the valid cached positions are passed (a small copy; prefill is outside the
+        decode loop), so a prompt attends to its own prefix rather than to a whole masked slot.
+        """
+        n, P = len(items), max(len(t) for _, t, _ in items)
+        starts = [self.rows[b].position for b, _, _ in items]
+        for (_, t, _), st in zip(items, starts):
+            self.kv.check_fits(st, len(t))
+        tok = np.full((n, P), text.PAD, np.int64)  # [n, P]
+        for i, (_, t, _) in enumerate(items):
+            tok[i, :len(t)] = t
+        feeds = {"tokens": tok, "voice": np.stack([np.asarray(v, np.float32).reshape(-1) for _, _, v in items]),
+                 "lengths": np.array([len(t) for _, t, _ in items], np.int64), "start": np.array(starts, np.int64)}
+        T = max(starts)
+        shape = self.kv.shape
+        past = [np.zeros((n, shape.kv_heads, T, shape.head_dim), np.float32) for _ in range(2 * shape.layers)]
+        for i, (b, _, _) in enumerate(items):
+            for a, v in zip(past, self.kv.slot_views(b)):
+                a[i, :, :starts[i]] = v[0, :, :starts[i]]
         feeds.update(self._kv_feeds(self.prefill_g, past))
         out = self.prefill_g.run(feeds)
-        self.kv.write_prefix(self._stack_new(self.prefill_g, out), b, start, n)
-        self.logits[b], self.hidden[b] = out["logits"][0], out["hidden"][0]
-        self.rows[b].position = start + n
+        new = self._stack_new(self.prefill_g, out)  # [L, 2, n, Hkv, P, Dh]
+        for i, ((b, t, _), st) in enumerate(zip(items, starts)):
+            self.kv.write_prefix(new[:, :, i:i + 1], b, st, len(t))
+            self.logits[b], self.hidden[b] = out["logits"][i], out["hidden"][i]
+            self.rows[b].position = st + len(t)
 
     def load_prefix(self, b: int, kv: np.ndarray) -> None:
         """Copy cached prefix entries kv [L, 2, Hkv, n, Dh] into row `b`'s slot."""
@@ -127,13 +146,13 @@ class Generator:
         """Sample one frame for every row: [K] codes, or None where the row chose end-of-speech."""
         B = self.batch
         result: list[np.ndarray | None] = []
-        for b, row in enumerate(self.rows):
-            logits = self.logits[b].copy()
-            if row.forced or row.frames < row.min_frames:
-                logits[self.eos] = -np.inf
-            c0 = row.sampler.sample(logits, 0)
+        logits = self.logits[:B].copy()
+        ban = [b for b, row in enumerate(self.rows) if row.forced or row.frames < row.min_frames]
+        logits[ban, self.eos] = -np.inf  # end-of-speech refused before the minimum / with frames=N
+        c0s = sample_batch(logits, [row.sampler for row in self.rows], 0)
+        for b, c0 in enumerate(c0s):
             self.prev[b] = self.codes[b, 0] = c0 if c0 != self.eos else 0
-            result.append(None if c0 == self.eos else c0)
+            result.append(None if c0 == self.eos else int(c0))
         if self.depth_g is not None and B:
             self._depth(B)
         frames = []
@@ -149,6 +168,7 @@ class Generator:
     def _depth(self, B: int) -> None:
         hidden, prev = self.hidden[:B], self.prev[:B]
         views = self.depth_kv.views(B)
+        samplers = [row.sampler for row in self.rows]
         for p in range(self.K - 1):
             self.depth_pos[0] = p
             feeds = {"hidden": hidden, "prev_code": prev, "depth_pos": self.depth_pos}
@@ -156,9 +176,7 @@ class Generator:
             out = self.depth_g.run(feeds)
             for (l, kv), name in zip(self._kv_index(self.depth_g), self._new_names(self.depth_g)):
                 self.depth_kv.data[l, kv, :B, :, p, :] = out[name][:, :, 0, :]
-            logits = out["logits"]
-            for b, row in enumerate(self.rows):
-                self.codes[b, p + 1] = self.prev[b] = row.sampler.sample(logits[b], p + 1)
+            self.codes[:B, p + 1] = self.prev[:B] = sample_batch(out["logits"], samplers, p + 1)
 
     def step(self) -> None:
         """Feed every row's last frame through the backbone at its own position."""

@@ -95,24 +95,63 @@ class StreamSampler:
 
     def sample(self, logits: np.ndarray, codebook: int) -> int:
         """logits [V] (not modified) -> one id for `codebook`."""
+        return int(sample_batch(logits[None], [self], codebook)[0])
+
+    def penalise(self, logits: np.ndarray, codebook: int) -> None:
+        """Apply the repetition penalty to logits [V] in place (CTRL convention)."""
         p = self.params
-        if p.repetition_penalty > 1 and p.repetition_window > 0:
-            seen = self.history[codebook]
-            seen = np.unique(seen[(seen >= 0) & (seen < len(logits))])
-            if len(seen):
-                logits = logits.copy()
-                v = logits[seen]
-                logits[seen] = np.where(v > 0, v / p.repetition_penalty, v * p.repetition_penalty)
-        if p.is_greedy:
-            return int(np.argmax(logits))
-        z = logits.astype(np.float64) / p.temperature
-        z -= z.max()
-        probs = np.exp(z)
-        probs /= probs.sum()
-        order = np.argsort(-probs, kind="stable")
-        return pick(probs[order], order, p.top_k, p.top_p, float(self.rng.random()))
+        seen = self.history[codebook]
+        seen = np.unique(seen[(seen >= 0) & (seen < len(logits))])
+        if len(seen):
+            v = logits[seen]
+            logits[seen] = np.where(v > 0, v / p.repetition_penalty, v * p.repetition_penalty)
 
     def observe(self, frame: np.ndarray) -> None:
         """Record a finished frame's codes [K] into the repetition history."""
         self.history = np.roll(self.history, 1, axis=1)
         self.history[:, 0] = frame
+
+
+def sample_batch(logits: np.ndarray, samplers: list[StreamSampler], codebook: int) -> np.ndarray:
+    """One id per row of logits [B, V] (not modified), row b sampled by `samplers[b]`.
+
+    Vectorised over rows, but every operation is row-wise (elementwise, or a
+    sequential cumsum / stable sort along the row), so a row's result is the same
+    whatever rows share its batch. Each sampling row draws one uniform from its own RNG.
+    """
+    B, V = logits.shape
+    penal = [b for b, s in enumerate(samplers) if s.params.repetition_penalty > 1 and s.params.repetition_window > 0]
+    if penal:
+        logits = logits.copy()
+        for b in penal:
+            samplers[b].penalise(logits[b], codebook)
+    out = np.empty(B, np.int64)
+    greedy = np.array([s.params.is_greedy for s in samplers])
+    if greedy.any():
+        out[greedy] = np.argmax(logits[greedy], axis=1)
+    rows = np.flatnonzero(~greedy)
+    if rows.size:
+        out[rows] = _sample_rows(logits[rows], [samplers[b] for b in rows])
+    return out
+
+
+def _sample_rows(logits: np.ndarray, samplers: list[StreamSampler]) -> np.ndarray:
+    """Temperature / top-k / top-p rows (the semantics of `pick`, vectorised)."""
+    n, V = logits.shape
+    temp = np.array([s.params.temperature for s in samplers])[:, None]
+    top_k = np.array([s.params.top_k for s in samplers])
+    top_p = np.array([s.params.top_p for s in samplers], np.float64)[:, None]
+    u = np.array([s.rng.random() for s in samplers])[:, None]
+    z = logits.astype(np.float64) / temp
+    w = np.exp(z - z.max(axis=1, keepdims=True))  # [n, V] unnormalised probabilities
+    order = np.argsort(-w, axis=1, kind="stable")
+    cum = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)  # [n, V]
+    pos = np.arange(V)[None, :]
+    keep = np.where(top_k > 0, np.minimum(top_k, V), V)[:, None]  # [n, 1]
+    cum = cum / np.take_along_axis(cum, keep - 1, axis=1)  # renormalised over the top-k
+    nucleus = top_p < 1.0
+    keep_p = np.minimum(keep, ((cum < top_p) & (pos < keep)).sum(axis=1, keepdims=True) + 1)
+    keep = np.where(nucleus, keep_p, keep)
+    cum = np.where(nucleus, cum / np.take_along_axis(cum, keep - 1, axis=1), cum)
+    i = ((cum <= u) & (pos < keep)).sum(axis=1, keepdims=True)
+    return np.take_along_axis(order, np.minimum(i, keep - 1), axis=1)[:, 0]

@@ -83,8 +83,7 @@ class Scheduler:
                     break
                 admitted = self._take_admissible()
             try:
-                for req in admitted:
-                    self._start(req)
+                self._start(admitted)
                 self._drop_cancelled()
                 if self.gen.batch:
                     self._iteration()
@@ -114,31 +113,43 @@ class Scheduler:
                 "raise max_streams or queue_timeout"))
         return out
 
-    def _start(self, req: Request) -> None:
-        if req.cancelled.is_set():
-            return self._finish(req, StreamCancelled("cancelled before it started"))
-        b = self.gen.add(req.row)
-        req.row.owner = req
+    def _start(self, admitted: list[Request]) -> None:
+        """Give each request a slot and its voice prefix, then prefill all their texts in one call."""
+        ready = []
+        for req in admitted:
+            if req.cancelled.is_set():
+                self._finish(req, StreamCancelled("cancelled before it started"))
+                continue
+            b = self.gen.add(req.row)
+            req.row.owner = req
+            try:
+                req.begin_segment(0)
+                self._load_prefix(b, req)
+                ready.append(req)
+            except Exception as e:
+                self.gen.remove(b)  # the newest row: nothing moves
+                self._finish(req, e)
+        if not ready:
+            return
         try:
-            req.begin_segment(0)
-            self._prefill(b, req)
+            self.gen.prefill_many([(self.gen.index(r.row), r.segments[0], r.voice) for r in ready])
         except Exception as e:
-            self.gen.remove(b)
-            self._finish(req, e)
+            for r in ready:
+                self.gen.remove(self.gen.index(r.row))
+                self._finish(r, e)
 
-    def _prefill(self, b: int, req: Request) -> None:
-        """Prefix (from the cache, or computed and cached), then the segment's own text."""
+    def _load_prefix(self, b: int, req: Request) -> None:
+        """The voice prefix into row `b`: copied from the cache, or computed (and cached)."""
         p = req.prefix
         kv = self.prefixes.get(p.key) if self.prefixes is not None else None
         if kv is not None:
             self.gen.load_prefix(b, kv)
-        else:
-            self.gen.prefill(b, list(p.tokens), req.voice)
-            if p.codes is not None:
-                self.gen.feed_frames(b, p.codes)
-            if self.prefixes is not None:
-                self.prefixes.put(p.key, self.gen.read_prefix(b))
-        self.gen.prefill(b, req.segments[req.segment], req.voice, start=self.gen.rows[b].position)
+            return
+        self.gen.prefill(b, list(p.tokens), req.voice)
+        if p.codes is not None:
+            self.gen.feed_frames(b, p.codes)
+        if self.prefixes is not None:
+            self.prefixes.put(p.key, self.gen.read_prefix(b))
 
     def _drop_cancelled(self) -> None:
         for b in range(self.gen.batch - 1, -1, -1):
@@ -181,7 +192,8 @@ class Scheduler:
         req: Request = self.gen.rows[b].owner
         try:
             req.begin_segment(req.segment + 1)
-            self._prefill(b, req)
+            self._load_prefix(b, req)
+            self.gen.prefill_many([(b, req.segments[req.segment], req.voice)])
         except Exception as e:
             self.gen.remove(b)
             self._finish(req, e)

@@ -173,6 +173,15 @@ class TorchGenerator:
                 [kv[l, 1, b:b + 1, :, :upto] for l in range(kv.shape[0])])
 
     @torch.no_grad()
+    def index(self, row: Row) -> int:
+        """The current row index of `row` (rows move when others leave)."""
+        return next(i for i, r in enumerate(self.rows) if r is row)
+
+    def prefill_many(self, items: list[tuple[int, list[int], np.ndarray]]) -> None:
+        """Prefill rows (row, tokens, voice) after each row's cached prefix (eager, one row at a time)."""
+        for b, tokens, voice in items:
+            self.prefill(b, tokens, voice, start=self.rows[b].position)
+
     def prefill(self, b: int, tokens: list[int], voice: np.ndarray, start: int = 0) -> None:
         """Prefill row `b` with `tokens` after `start` cached positions (0: a fresh prompt)."""
         n = len(tokens)

@@ -20,7 +20,7 @@ class CodecConfig:
 
     sample_rate: int = 24_000
     strides: tuple[int, ...] = (4, 5, 8, 12)  # product = hop
-    channels: int = 16  # first conv width; doubles after every stride
+    channels: int = 8  # first conv width; doubles after every stride
     latent_dim: int = 64
     n_codebooks: int = 4  # K
     codebook_size: int = 64  # C

@@ -164,3 +164,22 @@ def test_params_defaults():
     assert p.temperature == 0 and p.is_greedy
     q = SamplingParams()
     assert isinstance(q.seed, int) and q.seed >= 0 and not q.is_greedy
+
+
+@pytest.mark.parametrize("top_k,top_p,temperature", [(0, 1.0, 1.0), (5, 1.0, 0.7), (0, 0.8, 1.3), (20, 0.5, 0.9)])
+def test_batched_sampling_equals_the_scalar_pick(top_k, top_p, temperature):
+    """sample_batch (vectorised) picks what `pick` (the scalar statement of the rules) picks,
+    row by row, and a row's pick does not depend on its batch neighbours."""
+    from cadenza.engine.sampler import SamplingParams, StreamSampler, pick, sample_batch
+
+    rs = np.random.RandomState(0)
+    logits = (rs.randn(6, 64) * 3).astype(np.float32)
+    mk = lambda seed: StreamSampler(SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed), 1)
+    batched = sample_batch(logits, [mk(s) for s in range(6)], 0)
+    for b in range(6):
+        u = np.random.default_rng(b).random()  # the first draw of that stream's RNG
+        z = logits[b].astype(np.float64) / temperature
+        w = np.exp(z - z.max())
+        order = np.argsort(-w, kind="stable")
+        assert batched[b] == pick(w[order], order, top_k, top_p, u)
+        assert batched[b] == sample_batch(logits[b:b + 1], [mk(b)], 0)[0]
