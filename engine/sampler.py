@@ -92,6 +92,7 @@ class StreamSampler:
     def __post_init__(self):
         self.rng = np.random.default_rng(self.params.seed)
         self.history = np.full((self.n_codebooks, max(self.params.repetition_window, 1)), -1, np.int64)
+        self._seen = 0
 
     def sample(self, logits: np.ndarray, codebook: int) -> int:
         """logits [V] (not modified) -> one id for `codebook`."""
@@ -107,9 +108,9 @@ class StreamSampler:
             logits[seen] = np.where(v > 0, v / p.repetition_penalty, v * p.repetition_penalty)
 
     def observe(self, frame: np.ndarray) -> None:
-        """Record a finished frame's codes [K] into the repetition history."""
-        self.history = np.roll(self.history, 1, axis=1)
-        self.history[:, 0] = frame
+        """Record a finished frame's codes [K] into the repetition history (a ring: order is irrelevant)."""
+        self.history[:, self._seen % self.history.shape[1]] = frame
+        self._seen += 1
 
 
 def sample_batch(logits: np.ndarray, samplers: list[StreamSampler], codebook: int) -> np.ndarray:
@@ -138,6 +139,7 @@ def sample_batch(logits: np.ndarray, samplers: list[StreamSampler], codebook: in
 def _sample_rows(logits: np.ndarray, samplers: list[StreamSampler]) -> np.ndarray:
     """Temperature / top-k / top-p rows (the semantics of `pick`, vectorised)."""
     n, V = logits.shape
+    r = np.arange(n)[:, None]
     temp = np.array([s.params.temperature for s in samplers])[:, None]
     top_k = np.array([s.params.top_k for s in samplers])
     top_p = np.array([s.params.top_p for s in samplers], np.float64)[:, None]
@@ -145,13 +147,14 @@ def _sample_rows(logits: np.ndarray, samplers: list[StreamSampler]) -> np.ndarra
     z = logits.astype(np.float64) / temp
     w = np.exp(z - z.max(axis=1, keepdims=True))  # [n, V] unnormalised probabilities
     order = np.argsort(-w, axis=1, kind="stable")
-    cum = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)  # [n, V]
+    cum = np.cumsum(w[r, order], axis=1)  # [n, V]
     pos = np.arange(V)[None, :]
     keep = np.where(top_k > 0, np.minimum(top_k, V), V)[:, None]  # [n, 1]
-    cum = cum / np.take_along_axis(cum, keep - 1, axis=1)  # renormalised over the top-k
+    cum = cum / cum[r, keep - 1]  # renormalised over the top-k
     nucleus = top_p < 1.0
-    keep_p = np.minimum(keep, ((cum < top_p) & (pos < keep)).sum(axis=1, keepdims=True) + 1)
-    keep = np.where(nucleus, keep_p, keep)
-    cum = np.where(nucleus, cum / np.take_along_axis(cum, keep - 1, axis=1), cum)
+    if nucleus.any():
+        keep_p = np.minimum(keep, ((cum < top_p) & (pos < keep)).sum(axis=1, keepdims=True) + 1)
+        keep = np.where(nucleus, keep_p, keep)
+        cum = np.where(nucleus, cum / cum[r, keep - 1], cum)
     i = ((cum <= u) & (pos < keep)).sum(axis=1, keepdims=True)
-    return np.take_along_axis(order, np.minimum(i, keep - 1), axis=1)[:, 0]
+    return order[r, np.minimum(i, keep - 1)][:, 0]
