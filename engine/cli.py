@@ -25,6 +25,8 @@ def _add_export(sub) -> None:
     p.add_argument("--codebooks", type=int, default=None, help="override the number of codebooks K (1 = no depth decoder)")
     p.add_argument("--weights", default=None, help="a directory with model.safetensors + config.json (trained weights)")
     p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                   help="int8: int8 weights in the transformer graphs (faster on the CPU; not bit-exact)")
     p.set_defaults(func=cmd_export)
 
 
@@ -34,7 +36,7 @@ def cmd_export(args) -> int:
     except ImportError as e:
         raise CliError(f"export needs PyTorch and onnx ({e.name} is missing): pip install 'cadenza-tts[export]'")
     over = {"n_codebooks": args.codebooks} if args.codebooks else {}
-    main_export(args.size, args.seed, args.out, args.weights, **over)
+    main_export(args.size, args.seed, args.out, args.weights, args.precision, **over)
     return 0
 
 

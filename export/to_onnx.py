@@ -23,6 +23,7 @@ from cadenza.engine.bundle import FORMAT_VERSION, MANIFEST, content_hash, sha256
 from .config import TTSConfig
 from .graphs import GraphSpec, graph_specs
 from .model import TTSModel
+from .quantize import QUANTIZED_ROLES, quantize_graph
 
 OPSET = 17
 EXTERNAL_DATA_BYTES = 1 << 30  # graphs whose weights exceed 1 GiB keep them in `<role>.onnx.data`
@@ -99,13 +100,15 @@ def _versions() -> dict:
 
 
 def to_onnx(model: TTSModel, out: str | Path, progress: Callable[[str], None] | None = print,
-            with_weights: bool = True, random_weights: bool = True) -> Path:
+            with_weights: bool = True, random_weights: bool = True, precision: str = "fp32") -> Path:
     """Export every graph role of `model` into the bundle directory `out`.
 
     Args:
         model: the reference model (eval mode).
         out: bundle directory (created; existing graphs are overwritten).
         progress: called with one line per step (None: silent).
+        random_weights: record in the manifest that the weights are random (the model does not speak).
+        precision: "fp32", or "int8" for int8 weights in the transformer graphs (`quantize.py`).
         with_weights: also store the PyTorch weights (`weights/`), used by the
             torch backend and the torch-eager baseline on the same weights.
     Returns:
@@ -125,25 +128,30 @@ def to_onnx(model: TTSModel, out: str | Path, progress: Callable[[str], None] | 
         param_bytes = sum(p.numel() * p.element_size() for p in spec.module.parameters())
         say(f"[{i}/{len(specs)}] exporting {spec.role} ({param_bytes / 1e6:.1f} MB of weights) ...")
         written = export_graph(spec, out / f"{spec.role}.onnx", param_bytes)
+        role_precision = "fp32"
+        if precision == "int8" and spec.role in QUANTIZED_ROLES and len(written) == 1:
+            quantize_graph(out / written[0])
+            role_precision = "int8 weights"
         files += written
         graphs[spec.role] = {
             "file": written[0], "inputs": [t.to_dict() for t in spec.inputs],
             "outputs": [t.to_dict() for t in spec.outputs], "kv": spec.kv, "state": spec.state,
-            "opset": OPSET, "precision": "fp32"}
+            "opset": OPSET, "precision": role_precision}
         say(f"      {spec.role} done in {time.perf_counter() - t0:.1f} s")
     if with_weights:
         model.save(out / "weights")
         files += ["weights/model.safetensors", "weights/config.json"]
-    return write_manifest(out, cfg, graphs, files, random_weights)
+    return write_manifest(out, cfg, graphs, files, random_weights, precision)
 
 
-def write_manifest(out: Path, cfg: TTSConfig, graphs: dict, files: list[str], random_weights: bool = True) -> Path:
+def write_manifest(out: Path, cfg: TTSConfig, graphs: dict, files: list[str], random_weights: bool = True,
+                   precision: str = "fp32") -> Path:
     manifest = {
         "format_version": FORMAT_VERSION, "family": FAMILY, "size": cfg.name, "config": cfg.to_dict(),
         "constants": _constants(cfg), "special_tokens": tok.SPECIAL_TOKENS,
         "tokenizer": {"type": "utf8-bytes", "n_tokens": tok.N_TEXT_TOKENS,
                       "prompt": "[voice, bos, utf-8 bytes..., eot]"},
-        "graphs": graphs, "precision": "fp32", "versions": _versions(),
+        "graphs": graphs, "precision": precision, "versions": _versions(),
         "files": {f: sha256_file(out / f) for f in files},
         "random_weights": random_weights,
         "note": "random weights: exercises the engine, does not speak" if random_weights else "trained weights",
@@ -153,13 +161,17 @@ def write_manifest(out: Path, cfg: TTSConfig, graphs: dict, files: list[str], ra
     return out
 
 
-def main_export(size: str, seed: int, out: str, weights: str | None = None, **overrides) -> Path:
+def main_export(size: str, seed: int, out: str, weights: str | None = None, precision: str = "fp32",
+                **overrides) -> Path:
     """`cadenza export`: build (or load) the model and write the bundle, reporting progress on stderr."""
     t0 = time.perf_counter()
     model = build_model(size, seed, weights, **overrides)
     n = sum(p.numel() for p in model.parameters())
     print(f"model {model.cfg.name}: {n / 1e6:.1f} M parameters (seed {model.cfg.seed})", file=sys.stderr)
-    path = to_onnx(model, out, progress=lambda s: print(s, file=sys.stderr), random_weights=weights is None)
+    if precision not in ("fp32", "int8"):
+        raise ValueError(f"precision must be fp32 or int8, got {precision!r}")
+    path = to_onnx(model, out, progress=lambda s: print(s, file=sys.stderr), random_weights=weights is None,
+                   precision=precision)
     size_mb = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file()) / 1e6
     print(f"bundle {out}: {size_mb:.1f} MB in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return path
