@@ -31,7 +31,7 @@ bench: bundles/tiny/manifest.json
 	$(BIN)/cadenza bench --bundle bundles/tiny --streams 1,4 --runs 3 --json bench-tiny.json --markdown --plot bench-tiny.png
 
 gate: bundles/tiny/manifest.json
-	$(BIN)/cadenza bench --bundle bundles/tiny --streams 1 --runs 3 --warmup 1 --frames 24 --json bench-gate.json --markdown
+	$(BIN)/cadenza bench --bundle bundles/tiny --streams 1 --runs 3 --warmup 1 --frames 24 --json bench-gate.json --plot bench-gate.png --markdown
 	$(BIN)/cadenza gate bench-gate.json --rules benchmarks/gates.toml
 
 gpu-check: $(STAMP)

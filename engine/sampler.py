@@ -146,10 +146,11 @@ def _sample_rows(logits: np.ndarray, samplers: list[StreamSampler]) -> np.ndarra
     u = np.array([s.rng.random() for s in samplers])[:, None]
     z = logits.astype(np.float64) / temp
     w = np.exp(z - z.max(axis=1, keepdims=True))  # [n, V] unnormalised probabilities
-    order = np.argsort(-w, axis=1, kind="stable")
-    cum = np.cumsum(w[r, order], axis=1)  # [n, V]
-    pos = np.arange(V)[None, :]
-    keep = np.where(top_k > 0, np.minimum(top_k, V), V)[:, None]  # [n, 1]
+    order = _descending(w, int(top_k.max()) if (top_k > 0).all() else V)  # [n, M], M <= V
+    M = order.shape[1]
+    cum = np.cumsum(w[r, order], axis=1)  # [n, M]
+    pos = np.arange(M)[None, :]
+    keep = np.where(top_k > 0, np.minimum(top_k, M), M)[:, None]  # [n, 1]
     cum = cum / cum[r, keep - 1]  # renormalised over the top-k
     nucleus = top_p < 1.0
     if nucleus.any():
@@ -158,3 +159,18 @@ def _sample_rows(logits: np.ndarray, samplers: list[StreamSampler]) -> np.ndarra
         cum = np.where(nucleus, cum / cum[r, keep - 1], cum)
     i = ((cum <= u) & (pos < keep)).sum(axis=1, keepdims=True)
     return order[r, np.minimum(i, keep - 1)][:, 0]
+
+
+def _descending(w: np.ndarray, m: int) -> np.ndarray:
+    """Indices of the `m` largest entries of each row, by descending weight, ties by lower index
+    (the order a stable descending sort gives). Partitions first when m is well below the width."""
+    n, V = w.shape
+    if m * 4 >= V:
+        return np.argsort(-w, axis=1, kind="stable")
+    part = np.argpartition(-w, m - 1, axis=1)[:, :m]  # the m largest, unordered
+    r = np.arange(n)[:, None]
+    kth = w[r, part].min(axis=1, keepdims=True)
+    if ((w == kth).sum(axis=1) > (w[r, part] == kth).sum(axis=1)).any():
+        return np.argsort(-w, axis=1, kind="stable")  # a tie straddles the cut: be exact
+    sub = np.lexsort((part, -w[r, part]), axis=1)  # by weight, then by index
+    return part[r, sub]

@@ -24,6 +24,7 @@ from .config import TTSConfig
 from .graphs import GraphSpec, graph_specs
 from .model import TTSModel
 from .quantize import QUANTIZED_ROLES, quantize_graph
+from .transformer import Attention
 
 OPSET = 17
 EXTERNAL_DATA_BYTES = 1 << 30  # graphs whose weights exceed 1 GiB keep them in `<role>.onnx.data`
@@ -48,12 +49,19 @@ def _dynamic_axes(spec: GraphSpec) -> dict:
 
 def export_graph(spec: GraphSpec, path: Path, param_bytes: int) -> list[str]:
     """Export one role to `path`; returns the files written (relative names)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation + tracer notes
-        torch.onnx.export(
-            spec.module, spec.example, str(path), dynamo=False, opset_version=OPSET,
-            input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
-            dynamic_axes=_dynamic_axes(spec), do_constant_folding=True)
+    attention = [m for m in spec.module.modules() if isinstance(m, Attention)]
+    for m in attention:
+        m.trim_past = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation + tracer notes
+            torch.onnx.export(
+                spec.module, spec.example, str(path), dynamo=False, opset_version=OPSET,
+                input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
+                dynamic_axes=_dynamic_axes(spec), do_constant_folding=True)
+    finally:
+        for m in attention:
+            m.trim_past = False
     files = [path.name]
     proto = onnx.load(str(path))
     _declare_outputs(proto, spec)

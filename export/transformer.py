@@ -45,6 +45,10 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
         inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
         self.register_buffer("inv_freq", inv, persistent=False)
+        # Exported graphs cut the past to the longest valid row (one Slice: the step then reads
+        # what the batch needs, not the whole slot). Off in eager / CUDA-graph use: a
+        # data-dependent length would need a host sync and break static shapes there.
+        self.trim_past = False
 
     def forward(self, x, positions, past_k, past_v, past_len):
         """Attend `x` [B, P, D] to the past cache and to itself.
@@ -64,6 +68,9 @@ class Attention(nn.Module):
         q, k = rope(q, positions, self.inv_freq), rope(k, positions, self.inv_freq)
         # group the query heads that share a kv head: [B, Hkv, G*P, Dh]
         qg = q.reshape(B, self.n_kv, G * P, Dh) * (1.0 / math.sqrt(Dh))
+        if self.trim_past:  # read only the positions some row still needs: [B, Hkv, max(past_len), Dh]
+            t = past_len.max()
+            past_k, past_v = past_k[:, :, :t], past_v[:, :, :t]
         s_past = qg @ past_k.transpose(2, 3)  # [B, Hkv, G*P, T]
         s_new = qg @ k.transpose(2, 3)  # [B, Hkv, G*P, P]
         T = past_k.shape[2]
