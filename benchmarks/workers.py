@@ -155,6 +155,11 @@ def start_workers(jobs: list[Job], isolate: bool = True) -> list:
     return workers
 
 
+# PyTorch's OpenMP threads spin for a while after their last parallel region; without a pause the
+# engine timed next in the rotation would share its cores with them.
+SETTLE_S = 0.5
+
+
 def interleave(workers: list, runs: int, warmup: int, say: Callable[[str], None]) -> list[dict]:
     """Warm up, then time `runs` rounds with the engines in rotating order; finish and close all.
 
@@ -168,6 +173,8 @@ def interleave(workers: list, runs: int, warmup: int, say: Callable[[str], None]
             say(f"[bench] warm-up {i + 1}/{warmup} done (discarded)")
         for i in range(runs):
             for k in [(i + j) % len(workers) for j in range(len(workers))]:
+                if len(workers) > 1:  # let the previous engine's thread pools (OpenMP spin-waits) go idle
+                    time.sleep(SETTLE_S)
                 r = workers[k].run()
                 timed[k].append(r)
                 say(f"[bench] {workers[k].job.tag}: run {i + 1}/{runs}: first audio "

@@ -31,7 +31,8 @@ from .prefix_cache import Prefix, PrefixCache
 from .sampler import SamplingParams, StreamSampler
 from .scheduler import Scheduler
 from .stream import ChunkSchedule, Request, Stream
-from .voices import Voice, VoiceLibrary, VoiceStore
+from .voice_library import VoiceLibrary
+from .voices import Voice, VoiceStore
 
 
 @dataclass
@@ -252,6 +253,7 @@ class Engine:
             self.scheduler.close()
             self.worker.close()
             self.gen.close()
+            self._voices.close()
 
     def __enter__(self) -> "Engine":
         return self

@@ -22,6 +22,9 @@ from .stream import Chunk, Request, end_marker
 
 
 class Scheduler:
+    # A new stream's first chunk is decoded before the next decode step starts: the step would
+    # otherwise take both cores from the codec worker and delay that stream's first audio.
+    FIRST_CHUNK_WAIT_S = 0.5
     def __init__(self, gen: Generator, worker: CodecWorker, sample_rate: int, hop: int,
                  max_queue: int = 64, queue_timeout: float = 30.0, prefix_cache: PrefixCache | None = None,
                  prefill_budget: int = 512):
@@ -163,7 +166,7 @@ class Scheduler:
             frames = self.gen.frame()
         except Exception as e:
             return self._fail_all(e)
-        leaving, reprefill = [], []
+        leaving, reprefill, firsts = [], [], []
         for b, (row, frame) in enumerate(zip(self.gen.rows, frames)):
             req: Request = row.owner
             if frame is not None:
@@ -175,11 +178,15 @@ class Scheduler:
                     reprefill.append(req)
                 else:
                     leaving.append(b)
-            self._maybe_flush(req, last=b in leaving)
+            first = self._maybe_flush(req, last=b in leaving)
+            if first is not None:
+                firsts.append(first)
         for b in reversed(leaving):
             req = self.gen.rows[b].owner
             self.gen.remove(b)
             self._finish(req, None)
+        for event in firsts:  # time-to-first-audio: let the codec have the cores for a first chunk
+            event.wait(self.FIRST_CHUNK_WAIT_S)
         try:
             self.gen.step()
         except Exception as e:
@@ -198,9 +205,11 @@ class Scheduler:
             self.gen.remove(b)
             self._finish(req, e)
 
-    def _maybe_flush(self, req: Request, last: bool) -> None:
+    def _maybe_flush(self, req: Request, last: bool) -> threading.Event | None:
+        """Hand the pending frames to the codec worker if a chunk is due; returns an event set
+        when a stream's *first* chunk has been delivered (None otherwise)."""
         if not (last or req.chunk_due()):
-            return
+            return None
         n = len(req.pending)
         start = req.frames_sent
         codes = np.stack(req.pending, axis=1) if n else np.zeros((self.gen.K, 0), np.int64)  # [K, F]
@@ -209,8 +218,10 @@ class Scheduler:
         index = req.chunks_sent
         req.chunks_sent += 1 if n else 0
         req.chunk_size = req.schedule.next(req.chunk_size or req.schedule.first, self._ahead(req))
-        self.worker.submit(DecodeJob(codes, req.codec_state, self._deliver(req, start, n, last, index),
+        first = threading.Event() if start == 0 and n else None
+        self.worker.submit(DecodeJob(codes, req.codec_state, self._deliver(req, start, n, last, index, first),
                                      (start, start + n), self._deadline(req, start)))
+        return first
 
     def _deadline(self, req: Request, start_frame: int) -> float:
         """When the audio before `start_frame` will have played (first chunk: now)."""
@@ -227,15 +238,19 @@ class Scheduler:
         played = time.perf_counter() - m.t_start - m.arrivals[0]
         return req.frames_sent * self.hop / self.sample_rate > played + req.chunk_size * self.hop / self.sample_rate
 
-    def _deliver(self, req: Request, start: int, n: int, last: bool, index: int):
+    def _deliver(self, req: Request, start: int, n: int, last: bool, index: int, done: threading.Event | None):
         def deliver(pcm):
-            if isinstance(pcm, BaseException):
-                req.out.put(pcm)
-                return
-            if n:
-                req.out.put(Chunk(pcm, self.sample_rate, (start, start + n), index))
-            if last:
-                req.out.put(end_marker())
+            try:
+                if isinstance(pcm, BaseException):
+                    req.out.put(pcm)
+                    return
+                if n:
+                    req.out.put(Chunk(pcm, self.sample_rate, (start, start + n), index))
+                if last:
+                    req.out.put(end_marker())
+            finally:
+                if done is not None:
+                    done.set()
 
         return deliver
 

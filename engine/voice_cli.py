@@ -45,7 +45,7 @@ def register(subparsers) -> None:
 
 def cmd_add(args) -> int:
     from .bundle import Bundle
-    from .voices import VoiceLibrary
+    from .voice_library import VoiceLibrary
 
     lib = VoiceLibrary(Bundle.load(args.bundle), args.backend, args.store)
     sample = sys.stdin.buffer if args.sample == "-" else args.sample

@@ -1,4 +1,4 @@
-"""Cloned voices: the `Voice` record, its file format, the on-disk store and the encoder.
+"""Cloned voices: the `Voice` record, its file format and the on-disk store (encoding: voice_library.py).
 
 A voice file is one safetensors file: tensors `embedding` (float32 [E]) and,
 optionally, `prompt_codes` (int64 [K, F]: the sample's codec frames, for a
@@ -20,14 +20,11 @@ import json
 import os
 import re
 import tempfile
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .audio import load_audio, prepare_pcm
 from .errors import VoiceError
 
 FORMAT, FORMAT_VERSION, META_KEY = "cadenza-voice", 1, "cadenza.voice"
@@ -265,143 +262,4 @@ class VoiceStore:
         return check_compatible(self.get(s), bundle, str(self.path(s)))
 
 
-
-# --- encoding -----------------------------------------------------------------------
-class VoiceEncoder:
-    """The bundle's `speaker_encode` and `codec_encode` graphs, opened on first use. Thread-safe.
-
-    The graphs run with one intra-op thread (the same sample always gives a
-    bit-identical embedding, and generation keeps its cores); a lock serialises
-    runs because a graph's output buffers are shared.
-    """
-
-    def __init__(self, bundle, backend_name: str = "ort"):
-        c = bundle.manifest["constants"]
-        self.bundle, self.backend_name = bundle, backend_name
-        self.sample_rate, self.hop = c["sample_rate"], c["hop"]
-        self._graphs: dict = {}
-        self._lock = threading.Lock()
-
-    def run(self, role: str, pcm: np.ndarray) -> np.ndarray:
-        """pcm float32 [N] -> the role's single output for batch 1, copied (the graph owns its buffers)."""
-        from .backend import get_backend
-
-        x = np.ascontiguousarray(pcm, np.float32).reshape(1, -1)  # [1, N]
-        with self._lock:
-            g = self._graphs.get(role)
-            if g is None:
-                g = get_backend(self.backend_name).open(self.bundle, role, {"batch": 1, "samples": x.shape[1]}, 1)
-                self._graphs[role] = g
-            out = g.run({g.input_names[0]: x})
-            return out[g.output_names[0]][0].copy()
-
-    def embedding(self, pcm: np.ndarray) -> np.ndarray:
-        """float32 [E]."""
-        e = self.run("speaker_encode", pcm)
-        if not np.isfinite(e).all():
-            raise VoiceError("the speaker encoder returned non-finite values; check the bundle and the sample")
-        return e.astype(np.float32, copy=False)
-
-    def prompt_codes(self, pcm: np.ndarray, max_seconds: float = MAX_PROMPT_SECONDS) -> np.ndarray:
-        """int64 [K, F]: the codec frames of the first `max_seconds` (whole frames only)."""
-        n = min(len(pcm), int(max_seconds * self.sample_rate)) // self.hop * self.hop
-        if n == 0:
-            raise VoiceError(f"the sample is shorter than one codec frame ({self.hop} samples)")
-        return self.run("codec_encode", pcm[:n]).astype(np.int64, copy=False)
-
-    def close(self) -> None:
-        with self._lock:
-            for g in self._graphs.values():
-                g.close()
-            self._graphs.clear()
-
-
-def _cadenza_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("cadenza-tts")
-    except Exception:  # running from a source tree that was never installed
-        return "unknown"
-
-
-def source_meta(info) -> dict:
-    """The provenance `Voice.meta` keeps of an `AudioInfo` (no file path: only its hash)."""
-    return {"source_sha256": info.sha256, "duration_s": round(info.seconds, 3),
-            "source_sample_rate": info.sample_rate, "source_channels": info.channels,
-            "source_format": info.format}
-
-
-def encode_voice(engine, pcm: np.ndarray, name: str, with_prompt: bool = False, transcript: str | None = None,
-                 source_meta: dict | None = None) -> Voice:
-    """Encode a prepared sample (float32 mono at the bundle rate, e.g. from `load_audio`) into a `Voice`.
-
-    Args:
-        engine: an `Engine`, a `VoiceLibrary` or a `VoiceEncoder` (whose graphs run the encoders).
-        with_prompt: also keep the sample's codec frames (at most 10 s) as `prompt_codes`.
-        transcript: what the sample says (used with the prompt codes).
-        source_meta: provenance merged into `meta` (see `source_meta(info)`).
-    """
-    enc = engine if isinstance(engine, VoiceEncoder) else getattr(engine, "encoder", None) or engine.voices.encoder
-    check_name(name)
-    if transcript is not None and (not isinstance(transcript, str) or not transcript.strip()):
-        raise VoiceError("the transcript must be non-empty text (or omitted)")
-    emb = enc.embedding(pcm)
-    codes = enc.prompt_codes(pcm) if with_prompt else None
-    meta = {"duration_s": round(len(pcm) / enc.sample_rate, 3), **(source_meta or {}),
-            "family": enc.bundle.manifest.get("family"), "bundle_hash": enc.bundle.hash,
-            "sample_rate": enc.sample_rate, "prompt_frames": 0 if codes is None else int(codes.shape[1]),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cadenza_version": _cadenza_version()}
-    return Voice(name, emb, codes, transcript.strip() if transcript else None, meta)
-
-
-class VoiceLibrary:
-    """`engine.voices`: add voices from samples, and list, get, remove and resolve stored ones.
-
-    Args:
-        bundle: the bundle whose encoders make (and whose hash must match) the voices.
-        backend_name: the backend that runs the encoder graphs ("ort").
-        store: a `VoiceStore`, a directory, or None for the default store.
-    """
-
-    def __init__(self, bundle, backend_name: str = "ort", store: VoiceStore | str | Path | None = None):
-        self.bundle = bundle
-        self.encoder = VoiceEncoder(bundle, backend_name)
-        self.store = store if isinstance(store, VoiceStore) else VoiceStore(store)
-
-    def add(self, sample, name: str, with_prompt: bool = False, transcript: str | None = None, *,
-            replace: bool = False, sample_rate: int | None = None, max_seconds: float | None = None) -> Voice:
-        """Encode `sample` (a path, a binary file, or an array at `sample_rate`) and store it as `name`.
-
-        Raises VoiceError for a bad sample, a bad name, or an existing name without replace=True.
-        """
-        check_name(name)
-        kw = {} if max_seconds is None else {"max_seconds": max_seconds}
-        if isinstance(sample, np.ndarray):
-            pcm, info = prepare_pcm(sample, sample_rate or self.encoder.sample_rate, self.encoder.sample_rate,
-                                    label=f"sample for {name!r}", **kw)
-        else:
-            pcm, info = load_audio(sample, self.encoder.sample_rate, **kw)
-        voice = encode_voice(self.encoder, pcm, name, with_prompt, transcript, source_meta(info))
-        self.store.add(voice, replace=replace)
-        return voice
-
-    def get(self, name: str) -> Voice:
-        return self.store.get(name)
-
-    def list(self) -> list[dict]:
-        return self.store.list()
-
-    def remove(self, name: str) -> None:
-        self.store.remove(name)
-
-    def resolve(self, voice) -> Voice:
-        """A name, a `.safetensors` path or a `Voice`, checked against this bundle."""
-        return self.store.resolve(voice, self.bundle)
-
-    def close(self) -> None:
-        self.encoder.close()
-
-
-__all__ = ["Voice", "VoiceStore", "VoiceLibrary", "VoiceEncoder", "VoiceError", "encode_voice", "check_name",
-           "check_compatible", "source_meta", "atomic_write"]
+__all__ = ["Voice", "VoiceStore", "VoiceError", "check_name", "check_compatible", "atomic_write"]

@@ -23,8 +23,8 @@ import soundfile as sf
 from cadenza.engine import Engine
 from cadenza.engine.bundle import Bundle
 from cadenza.engine.errors import VoiceError
-from cadenza.engine.voices import (FORMAT_VERSION, META_KEY, Voice, VoiceEncoder, VoiceLibrary, VoiceStore,
-                                   check_name, encode_voice)
+from cadenza.engine.voice_library import VoiceEncoder, VoiceLibrary, encode_voice
+from cadenza.engine.voices import FORMAT_VERSION, META_KEY, Voice, VoiceStore, check_name
 from test_audio import voiced, wav_bytes
 
 SR, E, K, HOP = 24_000, 256, 4, 1920
