@@ -69,7 +69,7 @@ print("kernels validate: ok on", dev)
 if [[ $DRY == 1 ]]; then
   if has pytest; then
     step "tests (gpu-marked: collected and skipped without a GPU)" 120 \
-      "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/engine/test_cuda_graph.py tests/engine/test_torch_backend.py
+      "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/engine/test_cuda_graph.py tests/engine/test_torch_backend.py tests/engine/test_torch_codec.py
   fi
   if has triton; then
     step "kernels validate (Triton interpreter)" 120 env TRITON_INTERPRET=1 "$PY" -c "$VALIDATE"
@@ -79,7 +79,7 @@ else
   export TRITON_INTERPRET=0  # tests/kernels/conftest.py would otherwise default it to 1
   if has pytest; then
     step "GPU tests" 90 "$PY" -m pytest -q -p no:cacheprovider -m gpu \
-      tests/engine/test_cuda_graph.py tests/engine/test_torch_backend.py
+      tests/engine/test_cuda_graph.py tests/engine/test_torch_backend.py tests/engine/test_torch_codec.py
     step "kernel tests on CUDA" 60 "$PY" -m pytest -q -p no:cacheprovider -x tests/kernels
   fi
   step "kernels validate" 45 "$PY" -c "$VALIDATE"
