@@ -67,34 +67,42 @@ class Engine:
         self.slots = self._slots(c, max_streams, memory_budget_mb)
         self.chunk = chunk or ChunkSchedule()
         threads = threads or self.default_threads(bundle)
+        self.gen, be = self._open_generator(bundle, backend, threads)
+        self.codec_graph, decoder = self._open_codec(bundle, backend, be, codec_threads)
+        self.worker = CodecWorker(decoder)
+        cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
+        self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue, queue_timeout, cache,
+                                   prefill_budget)
+        # the voice encoders run on ONNX Runtime; they open no graph until a voice is added
+        self._voices = VoiceLibrary(bundle, "ort" if backend.startswith("torch") else backend, voice_store)
+        self._closed = False
+        if warmup:
+            try:
+                self._warmup()
+            except BaseException:
+                self.close()
+                raise
+
+    def _open_generator(self, bundle: Bundle, backend: str, threads: int):
+        """The batched generator for `backend`, and the ONNX Runtime backend for the codec."""
         if backend in ("torch", "torch-cuda"):  # the PyTorch model from weights/; torch is imported only here
             from .torch_backend import TorchGenerator
 
-            self.gen = TorchGenerator(bundle, self.slots, self.max_len, "cuda" if backend == "torch-cuda" else "cpu",
-                                      threads=threads)
-            be = get_backend("ort")  # the codec (and voices) stay on ONNX Runtime, except on CUDA below
-        else:
-            be = get_backend(backend)
-            self.gen = Generator(bundle, be, self.slots, self.max_len, threads)
+            device = "cuda" if backend == "torch-cuda" else "cpu"
+            return TorchGenerator(bundle, self.slots, self.max_len, device, threads=threads), get_backend("ort")
+        be = get_backend(backend)
+        return Generator(bundle, be, self.slots, self.max_len, threads), be
+
+    def _open_codec(self, bundle: Bundle, backend: str, be, codec_threads: int):
+        """(what CodecState.zeros reads the state shapes from, the batch decoder for the worker)."""
         if backend == "torch-cuda":  # the codec on the GPU too, on its own stream
             from .torch_codec import TorchBatchDecoder, TorchCodecDecoder
 
             decoder = TorchBatchDecoder(TorchCodecDecoder(self.gen.model.codec, "cuda", self.slots,
                                                           self.chunk.max_frames))
-            self.codec_graph = decoder  # CodecState.zeros(decoder) works: it lists the state shapes
-        else:
-            self.codec_graph = be.open(bundle, "codec_decode", {"batch": self.slots, "frames": self.chunk.max_frames},
-                                       codec_threads)
-            decoder = BatchDecoder(self.codec_graph, self.slots, self.n_codebooks, self.chunk.max_frames)
-        self.worker = CodecWorker(decoder)
-        cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
-        self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue, queue_timeout, cache,
-                                   prefill_budget)
-        self._closed = False
-        if warmup:
-            self._warmup()
-        # the voice encoders run on ONNX Runtime; they open no graph until a voice is added
-        self._voices = VoiceLibrary(bundle, "ort" if backend.startswith("torch") else backend, voice_store)
+            return decoder, decoder
+        graph = be.open(bundle, "codec_decode", {"batch": self.slots, "frames": self.chunk.max_frames}, codec_threads)
+        return graph, BatchDecoder(graph, self.slots, self.n_codebooks, self.chunk.max_frames)
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle, backend: str = "ort", **kwargs) -> "Engine":

@@ -25,6 +25,7 @@ class Scheduler:
     # A new stream's first chunk is decoded before the next decode step starts: the step would
     # otherwise take both cores from the codec worker and delay that stream's first audio.
     FIRST_CHUNK_WAIT_S = 0.5
+
     def __init__(self, gen: Generator, worker: CodecWorker, sample_rate: int, hop: int,
                  max_queue: int = 64, queue_timeout: float = 30.0, prefix_cache: PrefixCache | None = None,
                  prefill_budget: int = 512):
