@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -48,23 +49,32 @@ def _dynamic_axes(spec: GraphSpec) -> dict:
 
 
 def export_graph(spec: GraphSpec, path: Path, param_bytes: int) -> list[str]:
-    """Export one role to `path`; returns the files written (relative names)."""
+    """Export one role to `path`; returns the files written (relative names).
+
+    The tracer writes into a scratch directory (over 2 GB it scatters one file per
+    tensor there); the graph is then saved into the bundle inline, or with all its
+    weights in one `<role>.onnx.data` file.
+    """
     attention = [m for m in spec.module.modules() if isinstance(m, Attention)]
     for m in attention:
         m.trim_past = True
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation + tracer notes
-            torch.onnx.export(
-                spec.module, spec.example, str(path), dynamo=False, opset_version=OPSET,
-                input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
-                dynamic_axes=_dynamic_axes(spec), do_constant_folding=True)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+            traced = Path(scratch) / path.name
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation + tracer notes
+                torch.onnx.export(
+                    spec.module, spec.example, str(traced), dynamo=False, opset_version=OPSET,
+                    input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
+                    dynamic_axes=_dynamic_axes(spec), do_constant_folding=True)
+            proto = onnx.load(str(traced))  # with any scattered external tensors
     finally:
         for m in attention:
             m.trim_past = False
-    files = [path.name]
-    proto = onnx.load(str(path))
     _declare_outputs(proto, spec)
+    files = [path.name]
+    data = path.parent / (path.name + ".data")
+    data.unlink(missing_ok=True)  # onnx appends to an existing data file: start clean on re-export
     if param_bytes > EXTERNAL_DATA_BYTES:
         onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)
