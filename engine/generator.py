@@ -56,7 +56,7 @@ class Generator:
         self.positions = np.zeros(S, np.int64)
         self.prev = np.zeros(S, np.int64)
         self.depth_pos = np.zeros(1, np.int64)
-        self._one = {k: np.zeros(1, np.int64) for k in ("lengths", "start")}
+        self._framed: set[int] = set()  # the rows the last frame() sampled
 
     # --- rows -------------------------------------------------------------
     @property
@@ -145,6 +145,7 @@ class Generator:
     def frame(self) -> list[np.ndarray | None]:
         """Sample one frame for every row: [K] codes, or None where the row chose end-of-speech."""
         B = self.batch
+        self._framed = {id(r) for r in self.rows}
         result: list[np.ndarray | None] = []
         logits = self.logits[:B].copy()
         ban = [b for b, row in enumerate(self.rows) if row.forced or row.frames < row.min_frames]
@@ -179,11 +180,19 @@ class Generator:
             self.codes[:B, p + 1] = self.prev[:B] = sample_batch(out["logits"], samplers, p + 1)
 
     def step(self) -> None:
-        """Feed every row's last frame through the backbone at its own position."""
+        """Feed every row's last frame through the backbone at its own position.
+
+        Rows added since `frame()` (streams admitted while the codec decoded) have no frame
+        yet: they are the last rows, and the step covers the rows before them.
+        """
         B = self.batch
+        while B and id(self.rows[B - 1]) not in self._framed:
+            B -= 1
+        if any(id(r) not in self._framed for r in self.rows[:B]):
+            raise RuntimeError("internal: a row added after frame() sits before a framed row")
         if not B:
             return
-        for b, row in enumerate(self.rows):
+        for b, row in enumerate(self.rows[:B]):
             self.positions[b] = row.position
         self.kv.check_fits(int(self.positions[:B].max()), 1, "the stream")
         feeds = {"codes": self.codes[:B], "positions": self.positions[:B]}
@@ -194,7 +203,7 @@ class Generator:
         for (l, kv), name in zip(self._kv_index(self.step_g), self._new_names(self.step_g)):
             self.kv.data[l, kv, rows, :, pos, :] = out[name][:, :, 0, :]
         self.logits[:B], self.hidden[:B] = out["logits"], out["hidden"]
-        for row in self.rows:
+        for row in self.rows[:B]:
             row.position += 1
 
     # --- manifest plumbing (names come from the manifest only) -------------

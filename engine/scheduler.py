@@ -186,6 +186,10 @@ class Scheduler:
             req = self.gen.rows[b].owner
             self.gen.remove(b)
             self._finish(req, None)
+        if firsts:  # while the codec decodes first chunks, admit and prefill the streams that arrived
+            with self.cond:
+                admitted = self._take_admissible()
+            self._start(admitted)
         for event in firsts:  # time-to-first-audio: let the codec have the cores for a first chunk
             event.wait(self.FIRST_CHUNK_WAIT_S)
         try:
