@@ -23,7 +23,7 @@ from . import text as tok
 from .backend import get_backend
 from .bundle import Bundle
 from .codec_stream import BatchDecoder, CodecState, CodecWorker
-from .errors import KVCacheExhausted
+from .errors import EngineClosed, KVCacheExhausted
 from .generator import Generator, Row
 from .kv_cache import CacheShape
 from .metrics import StreamMetrics
@@ -67,21 +67,22 @@ class Engine:
         self.slots = self._slots(c, max_streams, memory_budget_mb)
         self.chunk = chunk or ChunkSchedule()
         threads = threads or self.default_threads(bundle)
-        self.gen, be = self._open_generator(bundle, backend, threads)
-        self.codec_graph, decoder = self._open_codec(bundle, backend, be, codec_threads)
-        self.worker = CodecWorker(decoder)
-        cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
-        self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue, queue_timeout, cache,
-                                   prefill_budget)
-        # the voice encoders run on ONNX Runtime; they open no graph until a voice is added
-        self._voices = VoiceLibrary(bundle, "ort" if backend.startswith("torch") else backend, voice_store)
         self._closed = False
-        if warmup:
-            try:
+        self.gen = self.worker = self.scheduler = self._voices = None
+        try:  # whatever fails half-way, close what was opened
+            self.gen, be = self._open_generator(bundle, backend, threads)
+            self.codec_graph, decoder = self._open_codec(bundle, backend, be, codec_threads)
+            self.worker = CodecWorker(decoder)
+            cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
+            self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue, queue_timeout,
+                                       cache, prefill_budget)
+            # the voice encoders run on ONNX Runtime; they open no graph until a voice is added
+            self._voices = VoiceLibrary(bundle, "ort" if backend.startswith("torch") else backend, voice_store)
+            if warmup:
                 self._warmup()
-            except BaseException:
-                self.close()
-                raise
+        except BaseException:
+            self.close()
+            raise
 
     def _open_generator(self, bundle: Bundle, backend: str, threads: int):
         """The batched generator for `backend`, and the ONNX Runtime backend for the codec."""
@@ -154,7 +155,8 @@ class Engine:
 
         Args:
             text: any length; long text is split at sentence / clause boundaries.
-            voice: None (neutral), a speaker embedding [E], or an object with `.embedding`.
+            voice: None (neutral), a stored voice's name, a `.safetensors` voice file, a `Voice`,
+                or a speaker embedding [E].
             frames: force exactly this many frames (benchmarks); the text must fit one segment.
             sampling / **sampling_kwargs: `SamplingParams` or its fields
                 (seed, temperature, top_k, top_p, repetition_penalty, greedy).
@@ -234,6 +236,11 @@ class Engine:
         Runs on the codec worker (the only user of the decoder graph's buffers)."""
         from .codec_stream import DecodeJob
 
+        if self._closed:
+            raise EngineClosed("the engine is closed; load it again")
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[0] != self.n_codebooks or not np.issubdtype(codes.dtype, np.integer):
+            raise ValueError(f"codes must be integers shaped [{self.n_codebooks}, frames], got {codes.dtype} {codes.shape}")
         box: queue.Queue = queue.Queue()
         self.worker.submit(DecodeJob(np.ascontiguousarray(codes, np.int64), CodecState.zeros(self.codec_graph),
                                      box.put))
@@ -258,10 +265,9 @@ class Engine:
         """Stop the scheduler and the codec worker; running streams end with EngineClosed."""
         if not self._closed:
             self._closed = True
-            self.scheduler.close()
-            self.worker.close()
-            self.gen.close()
-            self._voices.close()
+            for part in (self.scheduler, self.worker, self.gen, self._voices):  # in dependency order
+                if part is not None:
+                    part.close()
 
     def __enter__(self) -> "Engine":
         return self

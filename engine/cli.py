@@ -35,7 +35,9 @@ def cmd_export(args) -> int:
         from cadenza.export.to_onnx import main_export
     except ImportError as e:
         raise CliError(f"export needs PyTorch and onnx ({e.name} is missing): pip install 'cadenza-tts[export]'")
-    over = {"n_codebooks": args.codebooks} if args.codebooks else {}
+    over = {} if args.codebooks is None else {"n_codebooks": args.codebooks}
+    if over and args.weights:
+        raise CliError("--codebooks applies to a new model; trained weights (--weights) bring their own config")
     main_export(args.size, args.seed, args.out, args.weights, args.precision, **over)
     return 0
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from .backend import Graph
+from .errors import EngineClosed
 
 
 @dataclass
@@ -33,19 +34,13 @@ class CodecState:
     def zeros(cls, graph: Graph) -> "CodecState":
         return cls([np.zeros((1, *s["shape"]), np.float32) for s in graph.state])
 
-    def reset(self) -> None:
-        for a in self.arrays:
-            a.fill(0)
-
 
 @dataclass
 class DecodeJob:
     codes: np.ndarray  # [K, F] int64
     state: CodecState
     deliver: Callable[[np.ndarray | BaseException], None]  # receives caller-owned PCM [F * hop]
-    frame_range: tuple[int, int] = (0, 0)
     deadline: float = 0.0  # time.perf_counter() by which the caller needs it (0: at once)
-    meta: dict = field(default_factory=dict)
 
 
 class BatchDecoder:
@@ -105,15 +100,23 @@ class CodecWorker:
         self.decoder = decoder
         self.frame_budget, self.slack_s = frame_budget, slack_s
         self.jobs: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._closed = False
         self.thread = threading.Thread(target=self._loop, name="cadenza-codec", daemon=True)
         self.thread.start()
 
     def submit(self, job: DecodeJob) -> None:
-        self.jobs.put(job)
+        with self._lock:  # nothing is queued behind the closing sentinel: every queued job is decoded
+            if self._closed:
+                job.deliver(EngineClosed("the codec worker is closed; load the engine again"))
+                return
+            self.jobs.put(job)
 
     def close(self) -> None:
-        self.jobs.put(None)
-        self.thread.join(timeout=10)
+        with self._lock:
+            self._closed = True
+            self.jobs.put(None)
+        self.thread.join()
 
     def _loop(self) -> None:
         pending: list[DecodeJob] = []

@@ -56,7 +56,7 @@ class Generator:
         self.positions = np.zeros(S, np.int64)
         self.prev = np.zeros(S, np.int64)
         self.depth_pos = np.zeros(1, np.int64)
-        self._framed: set[int] = set()  # the rows the last frame() sampled
+        self._framed: set[Row] = set()  # the rows the last frame() sampled (Row hashes by identity)
 
     # --- rows -------------------------------------------------------------
     @property
@@ -145,7 +145,7 @@ class Generator:
     def frame(self) -> list[np.ndarray | None]:
         """Sample one frame for every row: [K] codes, or None where the row chose end-of-speech."""
         B = self.batch
-        self._framed = {id(r) for r in self.rows}
+        self._framed = set(self.rows)
         result: list[np.ndarray | None] = []
         logits = self.logits[:B].copy()
         ban = [b for b, row in enumerate(self.rows) if row.forced or row.frames < row.min_frames]
@@ -186,9 +186,9 @@ class Generator:
         yet: they are the last rows, and the step covers the rows before them.
         """
         B = self.batch
-        while B and id(self.rows[B - 1]) not in self._framed:
+        while B and self.rows[B - 1] not in self._framed:
             B -= 1
-        if any(id(r) not in self._framed for r in self.rows[:B]):
+        if any(r not in self._framed for r in self.rows[:B]):
             raise RuntimeError("internal: a row added after frame() sits before a framed row")
         if not B:
             return
@@ -198,10 +198,7 @@ class Generator:
         feeds = {"codes": self.codes[:B], "positions": self.positions[:B]}
         feeds.update(self._kv_feeds(self.step_g, self.kv.views(B)))
         out = self.step_g.run(feeds)
-        rows = np.arange(B)
-        pos = self.positions[:B]
-        for (l, kv), name in zip(self._kv_index(self.step_g), self._new_names(self.step_g)):
-            self.kv.data[l, kv, rows, :, pos, :] = out[name][:, :, 0, :]
+        self.kv.write_rows([out[n] for n in self._new_names(self.step_g)], B, self.positions[:B])
         self.logits[:B], self.hidden[:B] = out["logits"], out["hidden"]
         for row in self.rows[:B]:
             row.position += 1

@@ -7,7 +7,7 @@ streams are kept compact in the first slots: when one leaves, the last active
 slot's valid prefix moves into the hole (`move`).
 
 Index arithmetic of a write: row `b` of a step writes its one new entry at
-`cache[:, :, b, :, pos[b], :]`; a prefill of `n` tokens at `start` writes
+`cache[l, kv, b, :, pos[b], :]` for every layer l and kv; a prefill of `n` tokens at `start` writes
 `cache[:, :, slot, :, start:start + n, :]`. Entries at or beyond a row's valid
 length are never read (the graphs mask them), so a released slot needs no
 clearing and stale data can never leak into another stream.
@@ -62,13 +62,14 @@ class KVCache:
                 f"{what} needs {start + n} cache positions but a slot holds {self.shape.max_len}; "
                 f"raise max_len (Engine.load(..., max_len=...)) or shorten the text")
 
-    def write_rows(self, new: np.ndarray, batch: int, positions: np.ndarray) -> None:
-        """Write one new entry per row: new [L, 2, B, Hkv, 1, Dh] at positions [B]."""
-        if positions.max(initial=0) >= self.shape.max_len:
+    def write_rows(self, new: list[np.ndarray], batch: int, positions: np.ndarray) -> None:
+        """Write one new entry per row: `new` holds per layer the key and value outputs of a step
+        ([B, Hkv, 1, Dh] each, interleaved as the graphs return them), row b at positions[b]."""
+        if positions[:batch].max(initial=0) >= self.shape.max_len:
             raise KVCacheExhausted(f"a stream reached the slot length {self.shape.max_len}; raise max_len")
         rows = np.arange(batch)
-        # advanced indices (rows, positions) split by a slice -> result dims [B, L, 2, Hkv, Dh]
-        self.data[:, :, rows, :, positions, :] = new[:, :, :batch, :, 0, :].transpose(2, 0, 1, 3, 4)
+        for i, arr in enumerate(new):  # advanced indices (rows, positions) -> [B, Hkv, Dh]
+            self.data[i // 2, i % 2, rows, :, positions[:batch], :] = arr[:batch, :, 0, :]
 
     def write_prefix(self, new: np.ndarray, slot: int, start: int, n: int) -> None:
         """Write a prefill's entries: new [L, 2, 1, Hkv, >=n, Dh] into `slot` at start..start+n."""

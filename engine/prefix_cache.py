@@ -46,7 +46,7 @@ class Prefix:
 
 
 class PrefixCache:
-    """key -> KV entries [L, 2, Hkv, n, Dh] (plus the logits / hidden after the prefix)."""
+    """key -> KV entries [L, 2, Hkv, n, Dh] of a prefix (the stream's own text prefill follows it)."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes

@@ -75,7 +75,7 @@ class Scheduler:
             self.cond.notify_all()
         for req in pending:
             self._finish(req, EngineClosed("the engine closed before this stream started"))
-        self.thread.join(timeout=30)
+        self.thread.join()  # the loop ends after its current step; only then may the generator close
 
     # --- the loop -----------------------------------------------------------
     def _loop(self) -> None:
@@ -225,7 +225,7 @@ class Scheduler:
         req.chunk_size = req.schedule.next(req.chunk_size or req.schedule.first, self._ahead(req))
         first = threading.Event() if start == 0 and n else None
         self.worker.submit(DecodeJob(codes, req.codec_state, self._deliver(req, start, n, last, index, first),
-                                     (start, start + n), self._deadline(req, start)))
+                                     self._deadline(req, start)))
         return first
 
     def _deadline(self, req: Request, start_frame: int) -> float:

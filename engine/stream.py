@@ -90,11 +90,6 @@ class Request:
     def chunk_due(self) -> bool:
         return len(self.pending) >= (self.chunk_size or self.schedule.first)
 
-    def fail(self, error: BaseException) -> None:
-        self.done = True
-        self.out.put(error)
-        self.released.set()
-
 
 class Stream:
     """Iterate for `Chunk`s; `metrics`, `codes` and `close()` are available any time."""

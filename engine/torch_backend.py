@@ -156,8 +156,9 @@ class TorchGenerator:
             self.state.move(last, b, min(moved.position + ahead, self.max_len))
             self.rows[b] = moved
         self.rows.pop()
-        if not self.rows:
-            self._pending = None
+        if not self.rows and self._pending is not None:
+            # every framed row left: nothing to step (streams admitted before step() have no frame yet)
+            self._pending, self._pending_ids = [], set()
 
     # --- prompts ------------------------------------------------------------------
     def _check_fits(self, start: int, n: int, what: str) -> None:
@@ -242,7 +243,7 @@ class TorchGenerator:
     @torch.no_grad()
     def launch(self) -> int:
         """Queue one frame for every row (no host sync); returns the batch. `step()` must follow."""
-        if self._pending is not None:
+        if self._pending:
             raise RuntimeError("frame()/launch() called again before step(); call step() after every frame")
         B = self.batch
         if not B:

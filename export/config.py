@@ -27,6 +27,13 @@ class CodecConfig:
     kernel_size: int = 7
     res_kernel_size: int = 3
 
+    def __post_init__(self):
+        if self.n_codebooks < 1 or self.codebook_size < 2:
+            raise ValueError(f"a codec needs n_codebooks >= 1 and codebook_size >= 2, got {self.n_codebooks} "
+                             f"and {self.codebook_size}")
+        if not self.strides or min(self.strides) < 1:
+            raise ValueError(f"strides must be positive integers, got {self.strides}")
+
     @property
     def hop(self) -> int:
         return math.prod(self.strides)

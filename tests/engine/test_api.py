@@ -264,3 +264,18 @@ def test_chunks_are_owned_by_the_caller(engine):
     for a, b in zip(again, copies):
         np.testing.assert_array_equal(a.pcm, b)
     assert len({id(c.pcm.base if c.pcm.base is not None else c.pcm) for c in chunks}) == len(chunks)
+
+
+def test_decode_after_close_is_engine_closed(make_engine):
+    from cadenza.engine.errors import EngineClosed
+
+    e = make_engine()
+    codes = read(e.stream("Then closed.", frames=2, greedy=True)).codes
+    e.close()
+    with pytest.raises(EngineClosed):
+        e.decode(codes)
+
+
+def test_decode_checks_its_codes(engine):
+    with pytest.raises(ValueError, match="codes must be"):
+        engine.decode(np.zeros((3, 2), np.int64))  # tiny has 4 codebooks

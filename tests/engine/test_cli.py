@@ -103,3 +103,11 @@ def test_unwritable_output_is_one_line_on_stderr(where, tiny_bundle, tmp_path):
            "unknown-extension": tmp_path / "x.nosuchformat"}[where]
     p = _run(["say", "Hello.", "--bundle", tiny_bundle, "-o", out, "--frames", 2, "--threads", 1])
     _assert_one_line_error(p, str(out))
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_export_rejects_bad_codebooks(value, tmp_path):
+    p = _run(["export", "--size", "tiny", "--codebooks", value, "--out", tmp_path / "b"])
+    err = p.stderr.decode()
+    assert p.returncode == 2 and "Traceback" not in err, err
+    assert "n_codebooks" in err and not (tmp_path / "b" / "manifest.json").exists()

@@ -45,10 +45,15 @@ def test_views_are_zero_copy_and_contiguous(cache):
     assert cache.data[1, 1, 2, 1, 4, 2] == 123.0
 
 
+def _per_layer(new: np.ndarray) -> list[np.ndarray]:
+    """[L, 2, B, H, 1, D] -> the step graph's outputs: per layer key then value, [B, H, 1, D] each."""
+    return [new[l, kv] for l in range(new.shape[0]) for kv in (0, 1)]
+
+
 def test_write_rows(cache):
     before = cache.data.copy()
     new = np.random.default_rng(1).standard_normal((L, 2, S, H, 1, D)).astype(np.float32)
-    cache.write_rows(new, 2, np.array([3, 5]))
+    cache.write_rows(_per_layer(new), 2, np.array([3, 5]))
     expected = before.copy()
     expected[:, :, 0, :, 3, :] = new[:, :, 0, :, 0, :]
     expected[:, :, 1, :, 5, :] = new[:, :, 1, :, 0, :]
@@ -57,7 +62,7 @@ def test_write_rows(cache):
 
 def test_write_rows_same_position_different_rows(cache):
     new = np.random.default_rng(2).standard_normal((L, 2, 3, H, 1, D)).astype(np.float32)
-    cache.write_rows(new, 3, np.array([0, 0, 7]))
+    cache.write_rows(_per_layer(new), 3, np.array([0, 0, 7]))
     for b, p in enumerate((0, 0, 7)):
         np.testing.assert_array_equal(cache.data[:, :, b, :, p, :], new[:, :, b, :, 0, :])
 
@@ -66,7 +71,7 @@ def test_write_rows_past_the_end(cache):
     before = cache.data.copy()
     new = np.zeros((L, 2, 2, H, 1, D), np.float32)
     with pytest.raises(KVCacheExhausted, match="max_len"):
-        cache.write_rows(new, 2, np.array([1, T]))
+        cache.write_rows(_per_layer(new), 2, np.array([1, T]))
     np.testing.assert_array_equal(cache.data, before)
 
 

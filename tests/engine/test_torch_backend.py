@@ -384,3 +384,26 @@ def test_gpu_bench_dry_run(tmp_path):
     assert {r["background_streams"] for r in rows if r["part"] == "ttfa"} == {0, 2}
     assert {r["streams"] for r in rows if r["part"] == "codec"} == {1, 2}
     assert doc["meta"]["device"].startswith("cpu")
+
+
+def test_streams_admitted_between_frame_and_step(tiny_bundle):
+    """One slot, several one-frame streams at once: each stream's only frame ends it, and the next
+    waiting stream is admitted while its first chunk decodes, before step() (no stray RuntimeError)."""
+    import threading
+
+    from cadenza.engine import Engine
+
+    with Engine.load(tiny_bundle, backend="torch", max_streams=1, threads=1) as e:
+        out, errors = [], []
+
+        def run():
+            try:
+                out.append(len(e.stream("Hello there.", frames=1, greedy=True).read_all()))
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        [t.start() for t in threads]
+        [t.join(60) for t in threads]
+        assert errors == [] and out == [e.hop] * 4
+        assert e.active_streams == 0
