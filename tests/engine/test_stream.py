@@ -132,7 +132,7 @@ def test_cancel_waiting_stream_beside_same_text(make_engine):
     b = e.stream("Same text.", greedy=True)
     c = e.stream("Same text.", greedy=True)
     try:
-        c.close()  # ValueError: the truth value of an array ... is ambiguous
+        c.close()  # regression: value-equality of requests once raised ValueError here (numpy fields)
         assert list(e.scheduler.waiting) == [b._req]
         b.close()
         assert len(e.scheduler.waiting) == 0
