@@ -94,7 +94,10 @@ def _cdf(ax, xs: list[float], label: str) -> None:
 
 def plot(doc: dict, path: str | Path) -> Path:
     """Latency CDFs (TTFA, per-frame), aggregate x real time vs streams, step time vs position."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install matplotlib (or the [dev] extra)") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
