@@ -79,7 +79,7 @@ class Generator:
         if b != last:
             moved = self.rows[last]
             self.kv.move(last, b, moved.position)
-            for buf in (self.logits, self.hidden, self.codes, self.positions):
+            for buf in (self.logits, self.hidden, self.codes):  # positions/prev are rebuilt each step
                 buf[b] = buf[last]
             self.rows[b] = moved
         self.rows.pop()
