@@ -24,11 +24,11 @@ from typing import Protocol
 
 import numpy as np
 
-from cadenza.engine import text as tok
-from cadenza.engine.bundle import REBUILD_HINT, Bundle, BundleError
-from cadenza.engine.metrics import StreamMetrics
-from cadenza.engine.sampler import SamplingParams, StreamSampler
-from cadenza.engine.stream import ChunkSchedule
+from cadenza.engine.contract import text as tok
+from cadenza.engine.contract.bundle import REBUILD_HINT, Bundle, BundleError
+from cadenza.engine.runtime.metrics import StreamMetrics
+from cadenza.engine.runtime.sampler import SamplingParams, StreamSampler
+from cadenza.engine.runtime.pacing import ChunkSchedule
 
 from .measure import StreamRecord
 
@@ -85,9 +85,9 @@ def _ahead(m: StreamMetrics, frames_sent: int, size: int, hop: int) -> bool:
 
 
 def _constants(bundle: Bundle, src) -> None:
-    c = bundle.manifest["constants"]
-    src.sample_rate, src.hop, src.frame_rate = c["sample_rate"], c["hop"], c["frame_rate"]
-    src.n_codebooks, src.eos, src.max_len = c["n_codebooks"], c["eos_id"], c["max_seq_len"]
+    c = bundle.constants
+    src.sample_rate, src.hop, src.frame_rate = c.sample_rate, c.hop, c.frame_rate
+    src.n_codebooks, src.eos, src.max_len = c.n_codebooks, c.eos_id, c.max_seq_len
 
 
 RUN_PARTS = ("backbone.", "depth.", "codec.quantizer.", "codec.decoder.")  # what a TTS stream runs
@@ -100,8 +100,8 @@ def load_reference(weights: Path):
     bundle was exported is tolerated (a stream never runs them); every weight
     of the backbone, depth decoder and codec decoder must load, shapes included.
     """
-    from cadenza.export.config import TTSConfig
-    from cadenza.export.model import TTSModel
+    from cadenza.export.model.config import TTSConfig
+    from cadenza.export.model.model import TTSModel
     from safetensors.torch import load_file
 
     if not (weights / "config.json").is_file() or not (weights / "model.safetensors").is_file():
@@ -138,7 +138,7 @@ class TorchEager:
     def begin(self, text: str, seed: int) -> None:
         torch, bb = self.torch, self.model.backbone
         self.sampling = self.ref.RefSampling(seed=seed, **SAMPLING)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.draws = self.ref.Draws(seed, self.n_codebooks)
         ids = torch.tensor([tok.prompt_tokens(tok.check_text(text))])  # [1, P]
         P = ids.shape[1]
         with torch.no_grad():
@@ -158,8 +158,9 @@ class TorchEager:
                 self.h, self.pos = h[:, -1], self.pos + 1
             logits = bb.head(self.h)[0]  # [C + 1]
             logits[self.eos] = float("-inf")  # forced length
-            c0 = self.ref.sample_torch(logits, self.sampling, self.gen)
-            self.last = [c0] + self.ref._depth_codes(self.model, self.h, c0, self.sampling, self.gen)
+            c0 = self.ref.sample_torch(logits, self.sampling, self.draws, 0)
+            self.last = [c0] + self.ref._depth_codes(self.model, self.h, c0, self.sampling, self.draws)
+            self.draws.frame += 1
         return np.asarray(self.last, np.int64)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
@@ -210,7 +211,7 @@ class OrtNaive:
     def begin(self, text: str, seed: int) -> None:
         self.sampler = StreamSampler(SamplingParams(seed=seed, **SAMPLING), self.n_codebooks)
         ids = np.array([tok.prompt_tokens(tok.check_text(text))], np.int64)  # [1, P]
-        feeds = {"tokens": ids, "voice": np.zeros((1, self.bundle.speaker_dim), np.float32),
+        feeds = {"tokens": ids, "voice": np.zeros((1, self.bundle.constants.speaker_dim), np.float32),
                  "lengths": np.array([ids.shape[1]]), "start": np.zeros(1, np.int64),
                  **self._past("backbone_prefill", self._empty("backbone_prefill"))}
         out = self._run("backbone_prefill", feeds)
@@ -237,7 +238,7 @@ class OrtNaive:
             cache = self._grow("depth_step", cache if p else None, out)
             codes.append(self.sampler.sample(out["logits"][0], p + 1))
         self.last = np.asarray(codes, np.int64)
-        self.sampler.observe(self.last)
+        self.sampler.end_frame(self.last)
         return self.last
 
     def decode(self, codes: np.ndarray) -> np.ndarray:

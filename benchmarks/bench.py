@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from cadenza.engine import text as tok
-from cadenza.engine.bundle import Bundle
+from cadenza.engine.contract import text as tok
+from cadenza.engine.contract.bundle import Bundle
 
 from .baselines import BASELINES, SAMPLING
 from .measure import HIGHER_IS_BETTER, LOWER_IS_BETTER, definitions, summarize
@@ -79,14 +79,14 @@ class BenchConfig:
                 raise ValueError(f"--{name} must be >= {lo}, got {v}")
         if not self.streams or min(self.streams) < 1:
             raise ValueError(f"--streams must be positive counts like 1,4,16, got {self.streams}")
-        room = bundle.max_seq_len - self.prompt_len
+        room = bundle.constants.max_seq_len - self.prompt_len
         if self.frames > room:
             raise ValueError(f"--frames {self.frames} plus the {self.prompt_len}-token prompt exceed the model's "
-                             f"{bundle.max_seq_len} positions; use --frames <= {room} or a shorter text")
-        bad = [p for p in self.positions if not self.prompt_len < p < bundle.max_seq_len]
+                             f"{bundle.constants.max_seq_len} positions; use --frames <= {room} or a shorter text")
+        bad = [p for p in self.positions if not self.prompt_len < p < bundle.constants.max_seq_len]
         if bad:
             raise ValueError(f"--positions {bad} must lie between the prompt ({self.prompt_len} tokens) "
-                             f"and the model's {bundle.max_seq_len} positions")
+                             f"and the model's {bundle.constants.max_seq_len} positions")
 
     @property
     def prompt_len(self) -> int:
@@ -119,7 +119,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
 def _job(cfg: BenchConfig, bundle: Bundle, engine: str, n: int, with_positions: bool) -> Job:
     positions = list(cfg.positions) if with_positions else []
     return Job(engine, str(cfg.bundle), cfg.threads, n, cfg.text, cfg.frames, cfg.seed, positions, cfg.prompt_len,
-               cfg.long_frames(bundle.max_seq_len) if positions else 0)
+               cfg.long_frames(bundle.constants.max_seq_len) if positions else 0)
 
 
 def make_rows(engine: str, n: int, res: dict) -> list[dict]:
@@ -190,7 +190,7 @@ def _versions() -> dict:
 
 def collect_meta(cfg: BenchConfig, bundle: Bundle) -> dict:
     """Where and how the numbers were measured."""
-    c = bundle.manifest["constants"]
+    c = bundle.constants
     return {
         "commit": _commit(), "hostname": socket.gethostname(), "cpu": _cpu_model(), "cores": os.cpu_count(),
         "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -198,7 +198,7 @@ def collect_meta(cfg: BenchConfig, bundle: Bundle) -> dict:
         "bundle": str(cfg.bundle), "bundle_hash": bundle.hash,
         "bundle_config": bundle.manifest.get("size") or bundle.config.get("name"),
         "text": cfg.text, "prompt_tokens": cfg.prompt_len, "frames": cfg.frames,
-        "audio_s_per_stream": cfg.frames * c["hop"] / c["sample_rate"], "seed": cfg.seed, "sampling": SAMPLING,
+        "audio_s_per_stream": cfg.frames * c.hop / c.sample_rate, "seed": cfg.seed, "sampling": SAMPLING,
         "engines": [ENGINE, *cfg.baselines], "streams": cfg.streams, "runs": cfg.runs, "warmup": cfg.warmup,
         "positions": cfg.positions, "isolated": cfg.isolate, "argv": sys.argv[1:],
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

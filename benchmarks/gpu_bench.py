@@ -33,15 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cadenza.engine import text as tok
-from cadenza.engine.cuda_graph import SimulatedRuntime, batch_buckets
+from cadenza.engine.contract import text as tok
+from cadenza.engine.backends.torch.cuda_graph import SimulatedRuntime, batch_buckets
 from cadenza.engine.errors import BackendUnavailable
-from cadenza.engine.generator import Row
-from cadenza.engine.metrics import percentile
-from cadenza.engine.sampler import SamplingParams, StreamSampler
-from cadenza.engine.torch_backend import TorchGenerator
-from cadenza.engine.torch_model import check_dtype
-from cadenza.engine.torch_codec import TorchCodecDecoder
+from cadenza.engine.runtime.generator import PrefillItem, Row
+from cadenza.engine.runtime.metrics import percentile
+from cadenza.engine.runtime.sampler import SamplingParams, StreamSampler
+from cadenza.engine.backends.torch.generator import TorchGenerator
+from cadenza.engine.backends.torch.model import check_dtype
+from cadenza.engine.backends.torch.codec import TorchCodecDecoder
 
 HBM_TBS = 3.35  # H100 SXM HBM3, the floor in ANCHORS.md
 TEXT = "Hello there. This is a streaming test of the engine, one sentence long."
@@ -76,8 +76,8 @@ class Recorder:
 
 def build_model(size: str, device: torch.device, dtype: torch.dtype):
     """Random seeded weights initialised directly on the device (fast for 1b), then cast."""
-    from cadenza.export.config import TTSConfig
-    from cadenza.export.model import TTSModel
+    from cadenza.export.model.config import TTSConfig
+    from cadenza.export.model.model import TTSModel
 
     with torch.device(device):
         model = TTSModel.from_config(TTSConfig.from_name(size))
@@ -104,10 +104,18 @@ def make_row(i: int, K: int) -> Row:
                min_frames=0, max_frames=1 << 30)
 
 
+def add_row(gen: TorchGenerator, i: int, prompt: list[int], voice: np.ndarray) -> Row:
+    """A new row, prefilled with the prompt."""
+    row = make_row(i, gen.n_codebooks)
+    gen.add(row)
+    gen.prefill([PrefillItem(row, prompt, voice)])
+    return row
+
+
 def fill(gen: TorchGenerator, n: int, prompt: list[int], voice: np.ndarray) -> None:
     """Grow the batch to n rows, every row at the prompt's end (old rows rewound: fresh streams)."""
-    while gen.batch < n:
-        gen.prefill(gen.add(make_row(gen.batch, gen.K)), prompt, voice)
+    while len(gen.rows) < n:
+        add_row(gen, len(gen.rows), prompt, voice)
     for r in gen.rows:
         r.position = len(prompt)  # the K/V beyond it is masked, so this is a fresh stream's state
 
@@ -211,14 +219,13 @@ def part_ttfa(model, a, rec: Recorder, prompt, voice) -> None:
         for rep in range(a.ttfa_reps + 1):
             sync(dev)
             t0 = time.perf_counter()
-            b = gen.add(make_row(10_000 + rep, gen.K))
-            gen.prefill(b, prompt, voice)
-            frame = gen.frame()[b]
+            row = add_row(gen, 10_000 + rep, prompt, voice)
+            frame = gen.frame()[gen.rows.index(row)]
             gen.step()
             pcm = dec.result(dec.submit(frame[None, :, None], dec.zero_states(1)))
             ms = (time.perf_counter() - t0) * 1e3
             assert pcm.shape[1] == model.cfg.codec.hop
-            gen.remove(b)
+            gen.remove(row)
             if rep:  # the first is a warm-up
                 samples.append(ms)
         rec.add({"part": "ttfa", "impl": "graph", "background_streams": bg, "prompt_tokens": len(prompt),

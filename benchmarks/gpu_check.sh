@@ -18,7 +18,7 @@ OUT=${OUT:-$(mktemp -d -t cadenza-gpu-check.XXXX)}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 
-if ! "$PY" -c "import cadenza.engine.torch_backend" 2>/dev/null; then
+if ! "$PY" -c "import cadenza.engine.backends.torch.generator" 2>/dev/null; then
   SHIM=$(mktemp -d -t cadenza-shim.XXXX)
   mkdir -p "$SHIM/cadenza"
   for p in engine export kernels benchmarks; do ln -s "$ROOT/$p" "$SHIM/cadenza/$p"; done
@@ -55,21 +55,19 @@ EOF
 
 VALIDATE='
 import torch
-from cadenza.kernels import kv_scatter, pcm, penalty, sampling
+from cadenza.kernels import penalty, sampling
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 for dt in (torch.float32, torch.bfloat16):
     sampling.validate(dtype=dt, device=dev)
     sampling.validate(V=2049, dtype=dt, device=dev)  # the 1b codebook-0 row: C + 1 logits
     penalty.validate(dtype=dt, device=dev)
-    kv_scatter.validate(dtype=dt, device=dev)
-pcm.validate(device=dev)
 print("kernels validate: ok on", dev)
 '
 
 if [[ $DRY == 1 ]]; then
   if has pytest; then
     step "tests (gpu-marked: collected and skipped without a GPU)" 120 \
-      "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/engine/test_cuda_graph.py tests/engine/test_torch_backend.py tests/engine/test_torch_codec.py
+      "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/engine/backends/torch
   fi
   if has triton; then
     step "kernels validate (Triton interpreter)" 120 env TRITON_INTERPRET=1 "$PY" -c "$VALIDATE"
@@ -79,7 +77,7 @@ else
   export TRITON_INTERPRET=0  # tests/kernels/conftest.py would otherwise default it to 1
   if has pytest; then
     step "GPU tests" 90 "$PY" -m pytest -q -p no:cacheprovider -m gpu \
-      tests/engine/test_cuda_graph.py tests/engine/test_torch_backend.py tests/engine/test_torch_codec.py
+      tests/engine/backends/torch
     step "kernel tests on CUDA" 60 "$PY" -m pytest -q -p no:cacheprovider -x tests/kernels
   fi
   step "kernels validate" 45 "$PY" -c "$VALIDATE"

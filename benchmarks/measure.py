@@ -11,7 +11,7 @@ numbers are computed by one piece of code:
 - `RunRecord`: one timed run of a scenario (N streams), with its wall time
   (first request -> last stream done) and the process CPU time it used.
 
-Underruns and stall time come from `cadenza.engine.metrics.StreamMetrics`
+Underruns and stall time come from `cadenza.engine.runtime.metrics.StreamMetrics`
 (playback starts when the first chunk arrives and runs in real time).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 
-from cadenza.engine.metrics import StreamMetrics, percentile
+from cadenza.engine.runtime.metrics import StreamMetrics, percentile
 
 
 def _r(x: float) -> float:
@@ -183,7 +183,7 @@ def definitions() -> dict:
         "gap_max": "largest time between consecutive chunks of one stream",
         "first_chunk_frames": "frames of audio in the first chunk (largest over the streams)",
         "underruns, stall": "playback from the first chunk in real time; a late chunk is an underrun and "
-                            "its wait is stall (cadenza.engine.metrics); totals over all timed streams",
+                            "its wait is stall (cadenza.engine.runtime.metrics); totals over all timed streams",
         "rtf, x_real_time": "per stream: total time / audio seconds and its inverse; medians",
         "agg_x_real_time": "all streams' audio seconds / the run's wall time; median over runs",
         "peak_rss": "peak resident memory (getrusage ru_maxrss) of the process that ran this engine "

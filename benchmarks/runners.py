@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
-from cadenza.engine.metrics import StreamMetrics
+from cadenza.engine.runtime.metrics import StreamMetrics
 
 from .baselines import BASELINES, SAMPLING, drive
 from .measure import Clock, RunRecord, StreamRecord

@@ -1,17 +1,29 @@
-"""Cadenza's run time: bundles, backends, KV cache, sampler, scheduler and the streaming API.
+"""Cadenza's run time: `Engine.load(bundle).stream(text)` -> chunks of PCM.
 
-Torch-free: streaming a bundle on ONNX Runtime needs only numpy and onnxruntime.
-Names are imported lazily so that `cadenza.engine.text` stays cheap to import.
+The folders are the architecture:
+
+- `contract/`: what a bundle is (manifest, typed constants, the text rules);
+- `runtime/`: the request, the scheduler, the generator contract and row table,
+  KV cache, prefix cache, sampler, codec worker, pacing, metrics, the stream;
+- `backends/`: a registry of implementations of the runtime's contracts
+  (`ort/`: ONNX Runtime, the default; `torch/`: PyTorch on CPU or CUDA);
+- `voices/`: voice files, the store, audio input, the encoders;
+- `cli/`: the `cadenza` command;
+- `api.py`: `Engine`, which wires them together.
+
+Streaming with the `ort` backend needs only numpy and onnxruntime (no PyTorch).
+Names are imported lazily so that `cadenza.engine.contract.text` stays cheap to import.
 """
 from __future__ import annotations
 
 import importlib
 
 _EXPORTS = {
-    "Engine": "api", "Synthesis": "api", "Bundle": "bundle", "BundleError": "bundle",
-    "SamplingParams": "sampler", "Chunk": "stream", "ChunkSchedule": "stream", "Stream": "stream",
-    "CadenzaError": "errors", "KVCacheExhausted": "errors", "EngineBusy": "errors", "StreamCancelled": "errors",
-    "EngineClosed": "errors", "SamplingError": "errors", "TextError": "errors", "BackendUnavailable": "errors",
+    "Engine": "api", "Synthesis": "api", "Bundle": "contract.bundle", "SamplingParams": "runtime.sampler",
+    "Chunk": "runtime.stream", "Stream": "runtime.stream", "ChunkSchedule": "runtime.pacing", "Voice": "voices.voice",
+    "BackendUnavailable": "errors", "BundleError": "errors", "CadenzaError": "errors", "EngineBusy": "errors",
+    "EngineClosed": "errors", "KVCacheExhausted": "errors", "SamplingError": "errors", "StreamCancelled": "errors",
+    "TextError": "errors", "VoiceError": "errors",
 }
 __all__ = sorted(_EXPORTS)
 

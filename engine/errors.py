@@ -1,7 +1,9 @@
-"""Typed errors at Cadenza's API boundaries. Each message says what to do."""
-from __future__ import annotations
+"""Every typed error of Cadenza's run time. Each message says what to do.
 
-from .text import TextError
+`CadenzaError` is the base of the run-time failures; `TextError` and
+`SamplingError` are also `ValueError`s (bad arguments).
+"""
+from __future__ import annotations
 
 
 class CadenzaError(RuntimeError):
@@ -28,20 +30,21 @@ class EngineClosed(CadenzaError):
     """The engine was closed; load it again."""
 
 
-class SamplingError(ValueError):
-    """Invalid sampling parameters."""
-
-
 class BackendUnavailable(CadenzaError):
     """The requested backend is unknown or its libraries are missing."""
-
-
-__all__ = ["BundleError", "TextError", "CadenzaError", "KVCacheExhausted", "EngineBusy", "StreamCancelled",
-           "EngineClosed", "SamplingError", "BackendUnavailable"]
 
 
 class VoiceError(CadenzaError):
     """A voice sample, voice file or voice name is unusable (each message says why and what to do)."""
 
 
-__all__ += ["VoiceError"]
+class TextError(ValueError):
+    """The text cannot be synthesised as given (empty, or a piece too long to fit)."""
+
+
+class SamplingError(ValueError):
+    """Invalid sampling parameters."""
+
+
+__all__ = ["BackendUnavailable", "BundleError", "CadenzaError", "EngineBusy", "EngineClosed", "KVCacheExhausted",
+           "SamplingError", "StreamCancelled", "TextError", "VoiceError"]

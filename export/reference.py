@@ -1,8 +1,9 @@
 """The plain eager `generate()`: the reference every fast path is checked against.
 
 Driven the way most projects drive such a model: eager modules, a KV cache
-grown by concatenation, sampling in Python. The runtime must produce exactly
-the same codes under greedy decoding.
+grown by concatenation, one sampling call per code. Sampling follows the run
+time's definition (`cadenza.engine.runtime.sampler`) with the same counter-based
+draws, so the engine must produce exactly these codes, greedy or seeded.
 """
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from dataclasses import dataclass
 
 import torch
 
-from cadenza.engine import text as tok
+from cadenza.engine.contract import text as tok
+from cadenza.engine.runtime.rng import seed_int64
+from cadenza.kernels.rng import counter_uniform
+from cadenza.kernels.sampling import sample_reference
 
-from .model import TTSModel
+from .model.model import TTSModel
 
 
 @dataclass
 class RefSampling:
-    """Sampling for the reference loop (torch RNG; greedy when temperature <= 0)."""
+    """Sampling for the reference loop (greedy when temperature <= 0; no repetition penalty)."""
 
     temperature: float = 0.0
     top_k: int = 0
@@ -25,17 +29,23 @@ class RefSampling:
     seed: int = 0
 
 
-def sample_torch(logits: torch.Tensor, s: RefSampling, gen: torch.Generator) -> int:
-    """logits [V] -> one id."""
+class Draws:
+    """A stream's draw counter: code k of frame f uses `counter_uniform(seed, f * K + k)`."""
+
+    def __init__(self, seed: int, n_codebooks: int):
+        self.seed, self.K, self.frame = seed_int64(seed), n_codebooks, 0
+
+    def uniform(self, k: int) -> torch.Tensor:
+        return counter_uniform(torch.tensor([self.seed]), torch.tensor([self.frame * self.K + k]))  # [1]
+
+
+def sample_torch(logits: torch.Tensor, s: RefSampling, draws: Draws, k: int) -> int:
+    """logits [V] -> the id for codebook `k` of the current frame."""
     if s.temperature <= 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits / s.temperature, dim=-1)
-    p_sorted, idx = probs.sort(descending=True, stable=True)
-    keep = len(p_sorted) if s.top_k <= 0 else min(s.top_k, len(p_sorted))
-    cum = p_sorted[:keep].cumsum(0)
-    keep = min(keep, int((cum < s.top_p).sum()) + 1)
-    p = p_sorted[:keep] / p_sorted[:keep].sum()
-    return int(idx[torch.multinomial(p, 1, generator=gen)])
+    one = torch.ones(1)
+    return int(sample_reference(logits[None].float(), one * s.temperature, torch.tensor([s.top_k]),
+                                one * s.top_p, draws.uniform(k))[0])
 
 
 def _grow(cache_k, cache_v, new_k, new_v):
@@ -62,7 +72,7 @@ def generate(model: TTSModel, text: str, voice: torch.Tensor | None = None, *,
     """
     cfg, bb = model.cfg, model.backbone
     s = sampling or RefSampling()
-    gen = torch.Generator().manual_seed(s.seed)
+    draws = Draws(s.seed, cfg.n_codebooks)
     text = tok.check_text(text)
     ids = torch.tensor([tok.prompt_tokens(text)])  # [1, P]
     P = ids.shape[1]
@@ -80,10 +90,11 @@ def generate(model: TTSModel, text: str, voice: torch.Tensor | None = None, *,
         logits = bb.head(h)[0]  # [C + 1]
         if f < min_f:
             logits[cfg.eos_id] = float("-inf")
-        c0 = sample_torch(logits, s, gen)
+        c0 = sample_torch(logits, s, draws, 0)
         if c0 == cfg.eos_id:
             break
-        frame = [c0] + _depth_codes(model, h, c0, s, gen)
+        frame = [c0] + _depth_codes(model, h, c0, s, draws)
+        draws.frame += 1
         out.append(frame)
         if f + 1 == max_f:
             break
@@ -95,7 +106,7 @@ def generate(model: TTSModel, text: str, voice: torch.Tensor | None = None, *,
     return torch.tensor(out, dtype=torch.long).reshape(-1, cfg.n_codebooks).t().contiguous()
 
 
-def _depth_codes(model: TTSModel, h, c0: int, s: RefSampling, gen) -> list[int]:
+def _depth_codes(model: TTSModel, h, c0: int, s: RefSampling, draws: Draws) -> list[int]:
     if model.depth is None:
         return []
     dk = dv = None
@@ -107,6 +118,6 @@ def _depth_codes(model: TTSModel, h, c0: int, s: RefSampling, gen) -> list[int]:
             pk, pv = dk, dv
         logits, nk, nv = model.depth(h, torch.tensor([prev]), torch.tensor([p]), pk, pv)
         dk, dv = _grow(dk, dv, nk, nv)
-        prev = sample_torch(logits[0], s, gen)
+        prev = sample_torch(logits[0], s, draws, p + 1)
         codes.append(prev)
     return codes

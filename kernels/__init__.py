@@ -1,12 +1,12 @@
 """Custom device kernels for Cadenza (``cadenza.kernels``).
 
-One concern per module, each with a torch reference, a Triton kernel, ``validate()``
+One concern per module; the kernels each come with a torch reference, ``validate()``
 and ``bench()`` (run one with ``python -m cadenza.kernels.<module>`` on a GPU box):
 
 - ``sampling``: fused temperature / top-k / top-p sampling (``sample``), re-exporting
-  ``apply_repetition_penalty`` (``penalty``) and ``philox_uniform`` (``rng``).
-- ``kv_scatter``: write new K/V positions into a preallocated multi-stream cache.
-- ``pcm``: float -> int16 conversion and chunk-boundary crossfade.
+  ``apply_repetition_penalty`` (``penalty``) and ``counter_uniform`` (``rng``).
+- ``penalty``: the repetition penalty over each row's recent codes.
+- ``rng``: counter-based uniforms, the torch twin of the run time's generator.
 
 Nothing is imported here: the numpy-only runtime must not pull in torch or triton.
 Public functions use Triton for CUDA tensors when it is importable (set

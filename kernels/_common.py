@@ -1,6 +1,6 @@
 """Shared helpers for the kernel files: Triton detection, dispatch, tolerances, timing.
 
-Each kernel file (``sampling.py``, ``kv_scatter.py``, ``pcm.py``) follows llm.c's
+Each kernel file (``sampling.py``, ``penalty.py``) follows llm.c's
 ``dev/cuda`` pattern: a plain torch reference, a Triton kernel, ``validate()``
 (kernel against reference with a dtype-dependent tolerance) and ``bench()``
 (median time and back-of-envelope bandwidth). This module holds what they share.

@@ -1,10 +1,11 @@
 """Counter-based uniforms for on-device sampling, with no host RNG and no host sync.
 
-``philox_uniform(seed, step)`` is a pure function of two integers per row, written
-in int64 torch ops, so it gives the same bits on CPU and CUDA, inside a CUDA graph,
-and in the numpy CPU runtime (which implements the same integer math). Despite the
-name (kept for the public API), the hash is splitmix64 (Steele et al., 2014), not
-Philox: it is shorter and equally fit for drawing one uniform per row per step.
+``counter_uniform(seed, step)`` is a pure function of two integers per row, written
+in int64 torch ops, so it gives the same bits on CPU and CUDA and inside a CUDA
+graph. It is the torch twin of the run time's numpy generator
+(``cadenza.engine.runtime.rng.counter_uniform``): the same splitmix64 hash
+(Steele, Lea and Flood, 2014) on the same integers, bit for bit (tested), so a
+stream sampled on the torch backend draws exactly what it draws on ``ort``.
 
 int64 tensors wrap on overflow (two's complement) on CPU and CUDA, which is the
 unsigned 64-bit arithmetic splitmix64 needs; right shifts are made logical by
@@ -41,7 +42,7 @@ def mix64(z: torch.Tensor) -> torch.Tensor:
     return z ^ _shr(z, 31)
 
 
-def philox_uniform(seed: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+def counter_uniform(seed: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     """One uniform float32 in [0, 1) per row, from ``(seed, step)`` alone.
 
     ``u = top24(mix64(mix64(seed) + (step + 1) * GAMMA)) * 2**-24``: the
@@ -58,12 +59,12 @@ def philox_uniform(seed: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         float32 ``[B]`` on ``seed``'s device.
 
     Example:
-        >>> u = philox_uniform(torch.tensor([7, 7]), torch.tensor([0, 1]))
+        >>> u = counter_uniform(torch.tensor([7, 7]), torch.tensor([0, 1]))
         >>> bool((u >= 0).all() and (u < 1).all())
         True
     """
     if seed.dtype != torch.int64 or step.dtype != torch.int64:
-        raise TypeError(f"philox_uniform: seed and step must be int64, got {seed.dtype} and {step.dtype}")
+        raise TypeError(f"counter_uniform: seed and step must be int64, got {seed.dtype} and {step.dtype}")
     state = mix64(seed) + (step + 1) * GAMMA  # [B], wraps mod 2**64
     bits = _shr(mix64(state), 40)  # [B], top 24 bits
     return bits.to(torch.float32) * (2.0 ** -24)

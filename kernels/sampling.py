@@ -1,6 +1,7 @@
 """Fused token sampling: temperature, top-k, top-p and an inverse-CDF draw per row.
 
-Exact semantics (the numpy CPU runtime implements the same steps), per row ``b``:
+Exact semantics (those of ``cadenza.engine.runtime.sampler``, which the numpy run
+time implements), per row ``b``:
 
 1. ``temperature[b] <= 0``: greedy, ``argmax(logits[b])``, lowest index on ties.
 2. else ``w = exp(x - max(x))`` with ``x = float32(logits[b]) / temperature[b]``
@@ -31,9 +32,9 @@ import torch
 
 from ._common import HAS_TRITON, bench_row, default_device, next_power_of_2, time_ms, use_triton
 from .penalty import apply_repetition_penalty
-from .rng import philox_uniform
+from .rng import counter_uniform
 
-__all__ = ["MAX_TRITON_VOCAB", "apply_repetition_penalty", "bench", "philox_uniform", "sample",
+__all__ = ["MAX_TRITON_VOCAB", "apply_repetition_penalty", "bench", "counter_uniform", "sample",
            "sample_reference", "sample_triton", "validate"]
 
 #: Largest vocabulary the one-block Triton kernel handles (sort in registers).
@@ -72,7 +73,7 @@ def sample_reference(logits: torch.Tensor, temperature: torch.Tensor, top_k: tor
         temperature: float32 ``[B]``; ``<= 0`` means greedy.
         top_k: int32 ``[B]``; ``0`` means off.
         top_p: float32 ``[B]``; ``>= 1`` means off.
-        uniform: float32 ``[B]`` in [0, 1), e.g. from :func:`philox_uniform`.
+        uniform: float32 ``[B]`` in [0, 1), e.g. from :func:`counter_uniform`.
 
     Returns:
         int64 ``[B]`` token ids.
@@ -178,7 +179,7 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
         temperature: float32 ``[B]``; ``<= 0`` means greedy argmax.
         top_k: int32 ``[B]``; ``0`` means off.
         top_p: float32 ``[B]``; ``1.0`` means off.
-        uniform: float32 ``[B]`` in [0, 1), e.g. ``philox_uniform(seed, step)``.
+        uniform: float32 ``[B]`` in [0, 1), e.g. ``counter_uniform(seed, step)``.
 
     Returns:
         int64 ``[B]`` token ids, a new tensor owned by the caller.

@@ -24,7 +24,7 @@ import pytest
 def _export_modules():
     pytest.importorskip("torch", reason="the reference model and exporter need torch: pip install -e .[export]")
     pytest.importorskip("onnx", reason="the exporter needs onnx: pip install -e .[export]")
-    from cadenza.export import graphs, to_onnx
+    from cadenza.export.onnx import graphs, to_onnx
 
     return graphs, to_onnx
 

@@ -70,10 +70,13 @@ def test_markdown_and_plot(bench_doc, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_packaged_gate_passes_on_a_real_result(bench_json):
+def test_packaged_gate_evaluates_every_rule_on_a_real_result(bench_json):
+    """Every packaged rule finds its metric in a real result (pass or fail is a matter of speed,
+    which `make gate` checks in CI, not a unit test)."""
     code, report = gate.run_gate(bench_json)
-    assert code == 0, report
-    assert "| pass |" in report and "FAIL" not in report
+    rules = [line for line in report.splitlines() if line.startswith("| ort")]
+    assert rules and all(line.rstrip().endswith(("| pass |", "| FAIL |", "| skip |")) for line in rules), report
+    assert code in (0, 1) and "missing" not in report.lower()
 
 
 def _doctored(doc: dict, tmp_path, name: str = "regressed.json"):

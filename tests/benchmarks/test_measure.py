@@ -14,7 +14,7 @@ import pytest
 from cadenza.benchmarks.baselines import drive
 from cadenza.benchmarks.measure import RunRecord, StreamRecord, step_vs_position, summarize
 from cadenza.benchmarks.runners import CadenzaRunner, SequentialRunner, measure_engine_stream
-from cadenza.engine.metrics import StreamMetrics
+from cadenza.engine.runtime.metrics import StreamMetrics
 
 SR, HOP, FPS, K = 24_000, 1920, 12.5, 4
 CALL_DELAY, FIRST_CHUNK_DELAY = 0.05, 0.03

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cadenza.engine import ChunkSchedule, Engine, text as tok
+from cadenza.engine import ChunkSchedule, Engine
+from cadenza.engine.contract import text as tok
 from cadenza.engine.errors import (BackendUnavailable, BundleError, KVCacheExhausted, SamplingError, TextError)
-from engine_helpers import LONG_TEXT, TEXTS, assert_contiguous, read
+from support import LONG_TEXT, TEXTS, assert_contiguous, read
 
 HOP = 1920
 SR = 24000
@@ -47,7 +48,7 @@ def test_voice_embedding_reaches_output_and_matches_reference(engine, reference,
     from cadenza.export.reference import generate
 
     rng = np.random.default_rng(7)
-    voice = rng.standard_normal(engine.speaker_dim).astype(np.float32)
+    voice = rng.standard_normal(engine.constants.speaker_dim).astype(np.float32)
     voice /= np.linalg.norm(voice)
     text = TEXTS["short"]
     torch_threads = torch.get_num_threads()
@@ -210,7 +211,7 @@ def test_memory_budget_caps_the_slots(make_engine):
 
 def _segments(engine, text):
     """The engine's own split of `text` (white-box: its segment byte limit)."""
-    return tok.split_text(text, engine._max_segment_bytes())
+    return tok.split_text(text, tok.longest_text(engine.max_len - 1, engine.frame_rate))
 
 
 def test_long_text_streams_as_one_seamless_stream(make_engine, reference):
@@ -279,3 +280,49 @@ def test_decode_after_close_is_engine_closed(make_engine):
 def test_decode_checks_its_codes(engine):
     with pytest.raises(ValueError, match="codes must be"):
         engine.decode(np.zeros((3, 2), np.int64))  # tiny has 4 codebooks
+
+
+# --- sizing and the backend registry -------------------------------------------------------
+def test_default_threads_counts_external_weight_data(tiny_bundle, tmp_path):
+    """A bundle whose step weights live in `.onnx.data` (the 1b size) gets every core, not one."""
+    import json
+    import os
+    import shutil
+
+    from cadenza.engine.contract.bundle import Bundle
+
+    assert Engine.default_threads(Bundle.load(tiny_bundle)) == 1  # tiny graphs: one thread
+    d = shutil.copytree(tiny_bundle, tmp_path / "b")
+    m = json.loads((d / "manifest.json").read_text())
+    m["graphs"]["backbone_step"]["data"] = ["backbone_step.onnx.data"]
+    (d / "manifest.json").write_text(json.dumps(m))
+    with open(d / "backbone_step.onnx.data", "wb") as f:  # sparse: 64 MiB of weights on paper
+        f.truncate(64 << 20)
+    assert Engine.default_threads(Bundle.load(d, verify=False)) == (os.cpu_count() or 1)
+
+
+def test_kv_budget_counts_the_backends_element_size(tiny_bundle):
+    from cadenza.engine.api import slots_within
+    from cadenza.engine.backends import get_backend
+    from cadenza.engine.contract.bundle import Bundle
+
+    c = Bundle.load(tiny_bundle).constants  # 256 KiB per fp32 slot of 512 positions
+    assert slots_within(c, 512, 16, 1.0, get_backend("ort").kv_itemsize) == 4
+    assert get_backend("torch-cuda").kv_itemsize == 2  # bf16 caches: twice the slots in the same budget
+    assert slots_within(c, 512, 16, 1.0, get_backend("torch-cuda").kv_itemsize) == 8
+
+
+def test_unknown_backend_names_the_registered_ones(tiny_bundle):
+    from cadenza.engine import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match="ort.*torch.*torch-cuda"):
+        Engine.load(tiny_bundle, backend="tensorrt")
+
+
+def test_every_documented_error_is_exported():
+    import cadenza.engine as api
+
+    for name in ("BundleError", "TextError", "SamplingError", "KVCacheExhausted", "EngineBusy", "EngineClosed",
+                 "StreamCancelled", "VoiceError", "BackendUnavailable", "CadenzaError"):
+        assert name in api.__all__ and issubclass(getattr(api, name), Exception), name
+    assert issubclass(api.VoiceError, api.CadenzaError)

@@ -59,3 +59,43 @@ def test_engine_runs_without_torch(tiny_bundle, tmp_path, engine):
     list(s)
     np.testing.assert_array_equal(codes, s.codes)  # same bundle, same greedy codes, with or without torch around
     assert wav.stat().st_size > 4 * 1920 * 2
+
+
+CORE = ("contract", "runtime", "backends/ort", "voices", "cli")
+
+IMPORT_EACH = textwrap.dedent("""
+    import importlib, importlib.abc, sys
+
+    BLOCKED = ("torch", "onnxscript", "cadenza.export")
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED or name.startswith("cadenza.export"):
+                raise ImportError(f"{name} is blocked")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    for module in sys.argv[1:]:
+        importlib.import_module(module)
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] == "torch" or m.startswith("cadenza.export"))
+    assert not leaked, leaked
+""")
+
+
+def test_every_runtime_core_module_imports_without_torch_or_the_exporter():
+    """Layering: contract, runtime, the ort backend, voices and the CLI import neither torch nor
+    cadenza.export at module level (only backends/torch and the export command may, lazily)."""
+    from pathlib import Path
+
+    import cadenza.engine as pkg
+
+    root = Path(pkg.__file__).parent
+    modules = ["cadenza.engine", "cadenza.engine.api", "cadenza.engine.errors", "cadenza.engine.backends"]
+    for folder in CORE:
+        for f in sorted((root / folder).glob("*.py")):
+            name = ".".join(("cadenza.engine", *folder.split("/"), f.stem)).removesuffix(".__init__")
+            if f.stem != "__main__":
+                modules.append(name)
+    assert len(modules) > 25
+    p = subprocess.run([sys.executable, "-c", IMPORT_EACH, *modules], capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()[-3000:]

@@ -18,10 +18,9 @@ TRITON_MISSING = "triton is not installed (pip install triton); Triton kernels a
 
 def _kernels():
     """Every Triton kernel object of cadenza.kernels."""
-    from cadenza.kernels import kv_scatter, pcm, penalty, sampling
+    from cadenza.kernels import penalty, sampling
 
-    return [sampling._sample_kernel, penalty._penalty_kernel, kv_scatter._kv_scatter_kernel,
-            pcm._float_to_int16_kernel, pcm._crossfade_kernel]
+    return [sampling._sample_kernel, penalty._penalty_kernel]
 
 
 @pytest.fixture(scope="session")

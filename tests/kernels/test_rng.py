@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cadenza.kernels.rng import mix64, philox_uniform
+from cadenza.kernels.rng import mix64, counter_uniform
 
 MASK = (1 << 64) - 1
 
@@ -39,7 +39,7 @@ def test_known_splitmix64_output():
 @pytest.mark.parametrize("step", STEPS)
 def test_uniform_matches_python_ints(step):
     seed = torch.tensor(SEEDS, dtype=torch.int64)
-    got = philox_uniform(seed, torch.full_like(seed, step))
+    got = counter_uniform(seed, torch.full_like(seed, step))
     assert got.dtype == torch.float32
     assert got.tolist() == [py_uniform(s, step) for s in SEEDS]
 
@@ -47,8 +47,8 @@ def test_uniform_matches_python_ints(step):
 def test_range_determinism_and_rough_uniformity():
     seed = torch.arange(20000, dtype=torch.int64) % 7
     step = torch.arange(20000, dtype=torch.int64)
-    u = philox_uniform(seed, step)  # [20000]
-    assert torch.equal(u, philox_uniform(seed.clone(), step.clone()))
+    u = counter_uniform(seed, step)  # [20000]
+    assert torch.equal(u, counter_uniform(seed.clone(), step.clone()))
     assert 0.0 <= u.min() and u.max() < 1.0
     counts = torch.histc(u, bins=10, min=0, max=1)
     chi2 = (((counts - 2000) ** 2) / 2000).sum().item()
@@ -58,4 +58,15 @@ def test_range_determinism_and_rough_uniformity():
 
 def test_rejects_non_int64():
     with pytest.raises(TypeError, match="int64"):
-        philox_uniform(torch.tensor([1], dtype=torch.int32), torch.tensor([0]))
+        counter_uniform(torch.tensor([1], dtype=torch.int32), torch.tensor([0]))
+
+
+def test_torch_and_numpy_generators_draw_the_same_bits():
+    """The run time's numpy generator and this torch twin give identical float32 uniforms."""
+    import numpy as np
+
+    from cadenza.engine.runtime.rng import counter_uniform as np_uniform
+
+    seeds = torch.tensor([s for s in SEEDS for _ in STEPS], dtype=torch.int64)
+    steps = torch.tensor([t for _ in SEEDS for t in STEPS], dtype=torch.int64)
+    np.testing.assert_array_equal(counter_uniform(seeds, steps).numpy(), np_uniform(seeds.numpy(), steps.numpy()))

@@ -10,7 +10,7 @@ import torch
 from cadenza.kernels import sampling
 from cadenza.kernels.sampling import sample, sample_reference
 
-U_MAX = 1 - 2 ** -24  # largest uniform philox_uniform produces
+U_MAX = 1 - 2 ** -24  # largest uniform counter_uniform produces
 
 
 def np_sample_row(logits, temperature, top_k, top_p, u) -> int:

@@ -1,0 +1,130 @@
+"""One bundle graph on ONNX Runtime: preallocated outputs, inputs bound by pointer.
+
+`OrtGraph.run(feeds)` binds the caller's input arrays by pointer (IO binding,
+zero-copy) and has ONNX Runtime write straight into the graph's own output
+buffers. A call whose inputs and outputs have the same pointers and shapes as
+the previous call reuses the binding as it stands (`binds` counts the times it
+had to bind), so a decode step at a steady batch binds nothing.
+
+Ownership: the arrays `run` returns belong to the graph and are overwritten by
+its next `run`; copy what must outlive that. Buffers are flat arrays sized for
+the largest shape announced at open time (`max_dims`) and reshaped per call, so
+a batch of any size up to the maximum is a contiguous view and the decode loop
+allocates nothing. A call beyond the announced maxima grows the buffer once.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+from ...contract.bundle import Bundle
+
+DTYPES = {"float32": np.float32, "int64": np.int64, "float16": np.float16, "int32": np.int32}
+
+
+def session_options(threads: int | None, spinning: bool = False) -> ort.SessionOptions:
+    """Deliberate threading: `threads` intra-op threads (default: all cores), one inter-op thread.
+
+    Spinning is off by default: the codec decoder runs on a second thread beside
+    generation, and spinning pools would steal its core between kernels.
+    """
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or os.cpu_count() or 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    so.log_severity_level = 3
+    return so
+
+
+def dim_value(d, dims: dict[str, int], default: int | None = None) -> int:
+    """An int dim, a symbolic name, or a derived "name*N" / "name/N" (whole frames)."""
+    if isinstance(d, int):
+        return d
+    for op in ("*", "/"):
+        if op in d:
+            name, n = d.split(op)
+            v = dims.get(name, default)
+            return v * int(n) if op == "*" else v // int(n)
+    return dims[d] if default is None else dims.get(d, default)
+
+
+class OrtGraph:
+    """One graph role of a bundle, ready to run (names and shapes from its manifest entry)."""
+
+    def __init__(self, bundle: Bundle, role: str, max_dims: dict[str, int], threads: int | None = None,
+                 spinning: bool = False):
+        entry = bundle.graph(role)
+        self.role = role
+        self.inputs, self.outputs = entry["inputs"], entry["outputs"]
+        self.input_names = [t["name"] for t in self.inputs]
+        self.output_names = [t["name"] for t in self.outputs]
+        self.kv = entry.get("kv")  # names of the per-layer cache tensors, or None
+        self.kv_layers = self.kv["layers"] if self.kv else 0
+        self.state = entry.get("state", [])  # streaming state: [{"input", "output", "shape"}]
+        self._buffers = {t["name"]: np.zeros(math.prod(dim_value(d, max_dims, 1) for d in t["shape"]),
+                                             DTYPES[t["dtype"]]) for t in self.outputs}
+        self.session = ort.InferenceSession(str(bundle.graph_path(role)), session_options(threads, spinning),
+                                            providers=["CPUExecutionProvider"])
+        self.binding = self.session.io_binding()
+        self._bound: tuple | None = None
+        self.binds = 0  # how many calls had to (re)bind
+
+    def resolve_dims(self, feeds: dict[str, np.ndarray]) -> dict[str, int]:
+        """Symbolic dim values from the input arrays; checks fixed dims, naming the argument."""
+        dims: dict[str, int] = {}
+        for t in self.inputs:
+            arr = feeds.get(t["name"])
+            if arr is None:
+                raise KeyError(f"{self.role}: missing input {t['name']!r}")
+            if arr.ndim != len(t["shape"]):
+                raise ValueError(f"{self.role}: input {t['name']!r} has rank {arr.ndim}, expected {t['shape']}")
+            for want, got in zip(t["shape"], arr.shape):
+                if isinstance(want, int) and want != got:
+                    raise ValueError(f"{self.role}: input {t['name']!r} has shape {arr.shape}, expected {t['shape']}")
+                if isinstance(want, str) and dims.setdefault(want, got) != got:
+                    raise ValueError(f"{self.role}: input {t['name']!r} dim {want}={got} disagrees with {dims[want]}")
+        return dims
+
+    def output_views(self, dims: dict[str, int]) -> dict[str, np.ndarray]:
+        out = {}
+        for t in self.outputs:
+            shape = tuple(dim_value(d, dims) for d in t["shape"])
+            n = math.prod(shape)
+            buf = self._buffers[t["name"]]
+            if n > buf.size:  # beyond the announced maximum: grow once (never in the decode loop)
+                buf = self._buffers[t["name"]] = np.zeros(n, buf.dtype)
+            out[t["name"]] = buf[:n].reshape(shape)
+        return out
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run with `feeds` (name -> C-contiguous array); returns views of the output buffers."""
+        outs = self.output_views(self.resolve_dims(feeds))
+        key = tuple((a.ctypes.data, a.shape) for a in [*(feeds[n] for n in self.input_names), *outs.values()])
+        if key != self._bound:
+            self._bind(feeds, outs)
+            self._bound = key
+        self.session.run_with_iobinding(self.binding)
+        return outs
+
+    def _bind(self, feeds, outs) -> None:
+        b = self.binding
+        b.clear_binding_inputs()
+        b.clear_binding_outputs()
+        for t in self.inputs:
+            a = feeds[t["name"]]
+            want = DTYPES[t["dtype"]]
+            if a.dtype != want or not a.flags.c_contiguous:
+                raise ValueError(f"{self.role}: input {t['name']!r} must be C-contiguous {np.dtype(want)}, "
+                                 f"got {a.dtype}{'' if a.flags.c_contiguous else ' (non-contiguous)'}")
+            b.bind_input(t["name"], "cpu", 0, want, a.shape, a.ctypes.data)
+        for name, a in outs.items():
+            b.bind_output(name, "cpu", 0, a.dtype, a.shape, a.ctypes.data)
+        self.binds += 1
+
+    def close(self) -> None:
+        self._bound = None

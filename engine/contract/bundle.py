@@ -1,0 +1,126 @@
+"""A bundle: one ONNX graph per role plus `manifest.json`, checked on load.
+
+The manifest is the whole contract between build time and run time: tensor
+names, symbolic shapes, dtypes, KV and state tensors, model constants and a
+SHA-256 of every file, plus a hash of the manifest's own content. The hashes
+detect accidental damage (a truncated copy, a half-written file, a manifest
+edited by hand); they do not authenticate the bundle's author.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BundleError
+from .constants import ModelConstants
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REBUILD_HINT = "rebuild it with `cadenza export --size SIZE --out DIR` (or re-run the export that made it)"
+ROLES = ("backbone_prefill", "backbone_step", "depth_step", "codec_decode", "codec_encode", "speaker_encode")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_hash(manifest: dict) -> str:
+    """SHA-256 of the manifest's canonical JSON, without its own hash field."""
+    body = {k: v for k, v in manifest.items() if k != "content_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A checked bundle directory. `graph(role)` is the manifest entry of one role."""
+
+    path: Path
+    manifest: dict
+    constants: ModelConstants = field(init=False)
+
+    def __post_init__(self):
+        self.constants = ModelConstants.from_manifest(self.manifest, str(self.path / MANIFEST))
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True) -> "Bundle":
+        """Read and check a bundle.
+
+        Args:
+            path: the bundle directory (holding manifest.json).
+            verify: hash every file against the manifest (default).
+        Raises:
+            BundleError: with the file at fault and how to rebuild.
+        """
+        p = Path(path)
+        mpath = p / MANIFEST
+        if not mpath.is_file():
+            raise BundleError(f"{p} is not a Cadenza bundle: no {MANIFEST}; {REBUILD_HINT}")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{mpath} is unreadable ({e}); {REBUILD_HINT}") from None
+        if not isinstance(manifest, dict):
+            raise BundleError(f"{mpath} is not a manifest object; {REBUILD_HINT}")
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(f"{p} has bundle format {version!r}; this Cadenza reads format "
+                              f"{FORMAT_VERSION}; {REBUILD_HINT}")
+        bundle = cls(p, manifest)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        """Check the manifest's own hash and every file's SHA-256."""
+        if self.manifest.get("content_sha256") != content_hash(self.manifest):
+            raise BundleError(f"{self.path / MANIFEST} was edited after export (content hash mismatch); {REBUILD_HINT}")
+        for name, digest in self.manifest["files"].items():
+            f = self.path / name
+            if not f.is_file():
+                raise BundleError(f"{self.path} is missing {name}; {REBUILD_HINT}")
+            if sha256_file(f) != digest:
+                raise BundleError(f"{f} does not match its manifest hash (truncated or replaced?); {REBUILD_HINT}")
+
+    # --- accessors -------------------------------------------------------
+    @property
+    def hash(self) -> str:
+        """Identifies the exact bundle (weights and graphs): the manifest's content hash."""
+        return self.manifest["content_sha256"]
+
+    @property
+    def family(self) -> str | None:
+        return self.manifest.get("family")
+
+    @property
+    def config(self) -> dict:
+        return self.manifest["config"]
+
+    def has(self, role: str) -> bool:
+        return role in self.manifest["graphs"]
+
+    def graph(self, role: str) -> dict:
+        try:
+            return self.manifest["graphs"][role]
+        except KeyError:
+            raise BundleError(f"{self.path} has no {role!r} graph; {REBUILD_HINT}") from None
+
+    def graph_path(self, role: str) -> Path:
+        return self.path / self.graph(role)["file"]
+
+    def graph_files(self, role: str) -> list[Path]:
+        """The graph file of `role` and its external-data files (weights kept beside the graph)."""
+        entry = self.graph(role)
+        return [self.path / entry["file"], *(self.path / d for d in entry.get("data", []))]
+
+    @functools.cached_property
+    def weight_bytes(self) -> dict[str, int]:
+        """role -> bytes on disk of its graph and external data (what one run of it reads at most)."""
+        return {role: sum(f.stat().st_size for f in self.graph_files(role) if f.is_file())
+                for role in self.manifest["graphs"]}

@@ -1,0 +1,47 @@
+"""`ModelConstants`: the manifest's `constants` block as a typed, checked record.
+
+The engine reads model constants only through this class, never by indexing the
+manifest, so a missing or malformed constant is one `BundleError` at load time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..errors import BundleError
+
+
+@dataclass(frozen=True)
+class ModelConstants:
+    """What the run time needs to know about a bundle's model (all from `manifest.json`)."""
+
+    sample_rate: int  # PCM samples per second
+    hop: int  # samples per codec frame
+    frame_rate: float  # codec frames per second (= sample_rate / hop)
+    n_codebooks: int  # K: codes per frame
+    codebook_size: int  # C: codes per codebook
+    eos_id: int  # codebook-0 logit index meaning end of speech
+    speaker_dim: int  # E: speaker embedding floats
+    max_seq_len: int  # backbone context (KV positions)
+    backbone_dim: int
+    backbone_layers: int
+    kv_heads: int
+    head_dim: int
+    depth_layers: int  # 0 when K == 1 (no depth decoder)
+    depth_kv_heads: int
+    depth_head_dim: int
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, where: str = "the manifest") -> "ModelConstants":
+        """Read and type-check `manifest["constants"]`; BundleError naming the field otherwise."""
+        c = manifest.get("constants")
+        if not isinstance(c, dict):
+            raise BundleError(f"{where} has no constants block; rebuild the bundle with `cadenza export`")
+        values = {}
+        for f in fields(cls):
+            v = c.get(f.name)
+            want = float if f.type == "float" else int
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and v != int(v)):
+                raise BundleError(f"{where}: constant {f.name!r} must be {want.__name__}, got {v!r}; "
+                                  "rebuild the bundle with `cadenza export`")
+            values[f.name] = want(v)
+        return cls(**values)

@@ -1,0 +1,82 @@
+"""The KV cache: one preallocated array, slots x max length, written in place.
+
+Layout `[L, 2, S, Hkv, T, Dh]` (layer-major, then key/value, then slot): the
+per-layer graph inputs of a batch over slots `0..B-1` are the contiguous views
+`cache[l, 0, :B]` / `cache[l, 1, :B]`, so binding them copies nothing. Active
+streams are kept compact in the first slots: when one leaves, the last active
+slot's valid prefix moves into the hole (`move`).
+
+Index arithmetic of a write: row `b` of a step writes its one new entry at
+`cache[l, kv, b, :, pos[b], :]` for every layer l and kv; a prefill of `n` tokens at `start` writes
+`cache[:, :, slot, :, start:start + n, :]`. Entries at or beyond a row's valid
+length are never read (the graphs mask them), so a released slot needs no
+clearing and stale data can never leak into another stream.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import KVCacheExhausted
+
+
+@dataclass(frozen=True)
+class CacheShape:
+    layers: int
+    kv_heads: int
+    head_dim: int
+    max_len: int
+
+    def slot_bytes(self, itemsize: int = 4) -> int:
+        """Bytes of one slot's keys and values with `itemsize`-byte elements."""
+        return self.layers * 2 * self.kv_heads * self.max_len * self.head_dim * itemsize
+
+
+class KVCache:
+    """A slot-managed cache array for one transformer (backbone or depth decoder)."""
+
+    def __init__(self, shape: CacheShape, slots: int):
+        if slots < 1:
+            raise KVCacheExhausted(f"a KV cache needs at least one slot ({shape.slot_bytes() / 2**20:.1f} MiB each); "
+                                   "raise the engine's memory budget or lower max_len")
+        self.shape, self.slots = shape, slots
+        s = shape
+        self.data = np.zeros((s.layers, 2, slots, s.kv_heads, s.max_len, s.head_dim), np.float32)
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes
+
+    def views(self, batch: int) -> list[np.ndarray]:
+        """Per-layer [key, value] views over slots 0..batch-1, interleaved as the graphs take them."""
+        return [self.data[l, kv, :batch] for l in range(self.shape.layers) for kv in (0, 1)]
+
+    def slot_views(self, slot: int) -> list[np.ndarray]:
+        """Per-layer views of one slot with a batch dim of 1."""
+        return [self.data[l, kv, slot:slot + 1] for l in range(self.shape.layers) for kv in (0, 1)]
+
+    def write_rows(self, new: list[np.ndarray], batch: int, positions: np.ndarray) -> None:
+        """Write one new entry per row: `new` holds per layer the key and value outputs of a step
+        ([B, Hkv, 1, Dh] each, interleaved as the graphs return them), row b at positions[b]
+        (the caller checked every position is below max_len)."""
+        rows = np.arange(batch)
+        for i, arr in enumerate(new):  # advanced indices (rows, positions) -> [B, Hkv, Dh]
+            self.data[i // 2, i % 2, rows, :, positions[:batch], :] = arr[:batch, :, 0, :]
+
+    def write_prefix(self, new: np.ndarray, slot: int, start: int, n: int) -> None:
+        """Write a prefill's entries: new [L, 2, 1, Hkv, >=n, Dh] into `slot` at start..start+n."""
+        self.data[:, :, slot, :, start:start + n, :] = new[:, :, 0, :, :n, :]
+
+    def copy_prefix(self, src: np.ndarray, slot: int, n: int) -> None:
+        """Copy a cached prefix src [L, 2, Hkv, n, Dh] into `slot` (voice-prompt prefix cache)."""
+        self.data[:, :, slot, :, :n, :] = src
+
+    def read_prefix(self, slot: int, n: int) -> np.ndarray:
+        """A copy of the first `n` positions of `slot`: [L, 2, Hkv, n, Dh]."""
+        return self.data[:, :, slot, :, :n, :].copy()
+
+    def move(self, src: int, dst: int, n: int) -> None:
+        """Move the valid prefix (n positions) of slot `src` into slot `dst`."""
+        if src != dst and n > 0:
+            self.data[:, :, dst, :, :n, :] = self.data[:, :, src, :, :n, :]

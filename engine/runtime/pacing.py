@@ -1,0 +1,67 @@
+"""Chunk pacing: how many frames each chunk of a stream holds, and when each is due.
+
+The first chunk is small (time-to-first-audio); later chunks grow while the
+stream's audio stays ahead of real-time playback. The pacer keeps its own
+clock: playback is taken to start when the codec worker delivers the stream's
+first chunk (`on_first_audio`), and the pacer never reads the caller's metrics.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class ChunkSchedule:
+    """Frames per chunk: `first` (small, for time-to-first-audio), then growing by
+    `growth` up to `max_frames` while the stream stays ahead of real time."""
+
+    first: int = 1
+    growth: float = 2.0
+    max_frames: int = 8
+
+    def __post_init__(self):
+        if not (1 <= self.first <= self.max_frames) or self.growth < 1:
+            raise ValueError(f"chunk schedule needs 1 <= first <= max_frames and growth >= 1, got {self}")
+
+    def next(self, prev: int, ahead: bool) -> int:
+        return min(self.max_frames, max(prev, int(round(prev * self.growth)))) if ahead else prev
+
+
+class ChunkPacer:
+    """One stream's chunking state (the scheduler thread's; `on_first_audio` comes from the codec thread)."""
+
+    def __init__(self, schedule: ChunkSchedule, frame_seconds: float):
+        self.schedule, self.frame_seconds = schedule, frame_seconds
+        self.size = schedule.first  # frames the next chunk waits for
+        self.frames_sent = 0  # frames handed to the codec so far
+        self.chunks_sent = 0  # non-empty chunks handed to the codec so far
+        self.t_first_audio: float | None = None  # perf_counter() when the first chunk was delivered
+
+    def due(self, pending: int) -> bool:
+        return pending >= self.size
+
+    def take(self, n: int) -> tuple[int, int]:
+        """Hand `n` frames to the codec: returns (the chunk's first frame, its chunk index); sizes the next."""
+        start, index = self.frames_sent, self.chunks_sent
+        self.frames_sent += n
+        self.chunks_sent += 1 if n else 0
+        self.size = self.schedule.next(self.size, self.ahead())
+        return start, index
+
+    def on_first_audio(self) -> None:
+        if self.t_first_audio is None:
+            self.t_first_audio = time.perf_counter()
+
+    def ahead(self) -> bool:
+        """Is the audio handed out ahead of real-time playback by at least one more chunk?"""
+        if self.t_first_audio is None:
+            return True
+        played = time.perf_counter() - self.t_first_audio
+        return self.frames_sent * self.frame_seconds > played + self.size * self.frame_seconds
+
+    def deadline(self, start_frame: int) -> float:
+        """When the audio before `start_frame` will have played (before any audio: now)."""
+        if self.t_first_audio is None:
+            return time.perf_counter()
+        return self.t_first_audio + start_frame * self.frame_seconds

@@ -1,0 +1,1 @@
+"""The reference model family: `config.py` (sizes), `transformer.py`, `codec.py`, `model.py` (`TTSModel`)."""

@@ -1,0 +1,1 @@
+"""ONNX export: `graphs.py` (the six roles), `to_onnx.py` (bundle + manifest), `quantize.py` (int8 weights)."""
