@@ -4,5 +4,6 @@
 - `onnx/`: the graph roles, the exporter that writes a bundle, int8 weights;
 - `reference.py`: the plain eager `generate()` every fast path is checked against.
 
-Imports only `cadenza.engine.contract` from the run time (the bundle format and the text rules).
+From the run time it imports only `cadenza.engine.contract` (the bundle format, the text rules)
+and `cadenza.engine.runtime.rng` (the random generator its reference loop shares with every backend).
 """

@@ -73,10 +73,6 @@ def get_backend(name: str) -> Backend:
         raise BackendUnavailable(f"unknown backend {name!r}; available: {known}") from None
 
 
-def backends() -> list[Backend]:
-    return list(_REGISTRY.values())
-
-
 register(Backend("ort", "ONNX Runtime on the CPU; the default", "cadenza.engine.backends.ort:open_backend"))
 register(Backend("torch", "PyTorch eager on the CPU, the reference; needs torch",
                  "cadenza.engine.backends.torch:open_cpu"))

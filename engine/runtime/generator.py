@@ -114,10 +114,6 @@ class RowTable:
             self._framed -= 1
         return moved
 
-    def is_framed(self, b: int) -> bool:
-        """Was slot `b` sampled by the last frame() (its step is pending)?"""
-        return b < self._framed
-
     def check_fits(self, start: int, n: int, what: str = "prompt") -> None:
         """KVCacheExhausted unless `n` positions after `start` fit one slot."""
         if start + n > self.max_len:

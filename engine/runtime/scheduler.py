@@ -38,7 +38,6 @@ class Scheduler:
         self.running: dict = {}  # Row -> StreamState
         self.cond = threading.Condition()
         self.closed = False
-        self.steps = 0
         self.thread = threading.Thread(target=self._loop, name="cadenza-scheduler", daemon=True)
         self.thread.start()
 
@@ -191,7 +190,6 @@ class Scheduler:
             self.gen.step()
         except Exception as e:
             return self._fail_all(e)
-        self.steps += 1
         for st in reprefill:
             self._next_segment(st)
 

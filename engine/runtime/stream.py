@@ -144,7 +144,3 @@ class Stream:
         """Consume the stream; returns the whole waveform (float32)."""
         parts = [c.pcm for c in self]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-
-def end_marker():
-    return _END
