@@ -23,7 +23,7 @@ import numpy as np
 from .backends import get_backend
 from .contract.bundle import Bundle
 from .contract.constants import ModelConstants
-from .errors import EngineClosed, KVCacheExhausted
+from .errors import EngineClosed, KVCacheExhausted, VoiceError
 from .runtime.codec_worker import CodecState, CodecWorker, DecodeJob
 from .runtime.kv_cache import CacheShape
 from .runtime.metrics import StreamMetrics
@@ -69,7 +69,7 @@ class Engine:
             raise ValueError(f"max_len must be in [8, {c.max_seq_len}] (the model's context), got {self.max_len}")
         self.slots = slots_within(c, self.max_len, max_streams, memory_budget_mb, spec.kv_itemsize)
         self.chunk = chunk or ChunkSchedule()
-        self._builder = RequestBuilder(c, self.max_len)
+        self._builder = RequestBuilder(bundle, self.max_len)
         self._closed = False
         self.scheduler = self.worker = self.gen = self._voices = None
         try:  # whatever fails half-way, close what was opened
@@ -119,18 +119,20 @@ class Engine:
 
         Args:
             text: any length; long text is split at sentence / clause boundaries.
-            voice: None (neutral), a stored voice's name, a `.safetensors` voice file, a `Voice`,
-                or a speaker embedding [E].
+            voice: None (the family's default voice), a built-in voice (`engine.voices.builtin`:
+                Orpheus names, CSM speaker ids), a stored voice's name, a `.safetensors` voice
+                file, a `Voice`, or (reference family) a speaker embedding [E].
             frames: force exactly this many frames (benchmarks); the text must fit one segment.
             sampling / **sampling_kwargs: `SamplingParams` or its fields
-                (seed, temperature, top_k, top_p, repetition_penalty, greedy).
+                (seed, temperature, top_k, top_p, repetition_penalty, greedy); unset fields
+                take the family's defaults.
         Raises:
             TextError, KVCacheExhausted, SamplingError, VoiceError, EngineBusy, EngineClosed.
         """
         if sampling is not None and sampling_kwargs:
             raise TypeError(f"give either sampling=SamplingParams(...) or keyword arguments, not both "
                             f"({sorted(sampling_kwargs)})")
-        params = sampling or SamplingParams(**sampling_kwargs)
+        params = sampling or self.sampling_params(**sampling_kwargs)
         req = self._builder.build(text, self._voice_prompt(voice), frames, params)
         st = StreamState(req, Row(StreamSampler(params, self.n_codebooks), forced=req.forced),
                          CodecState.zeros(self._state_shapes), ChunkPacer(self.chunk, self.hop / self.sample_rate),
@@ -149,14 +151,30 @@ class Engine:
         pcm = s.read_all()
         return Synthesis(pcm, self.sample_rate, s.codes, s.metrics.summary())
 
+    def sampling_params(self, **kwargs) -> SamplingParams:
+        """`SamplingParams` from the family's defaults (the bundle's `sampling` block) and `kwargs`.
+        With `greedy=True` the default repetition penalty is left out (greedy is plain argmax)."""
+        defaults = dict(self.bundle.sampling_defaults)
+        if kwargs.get("greedy"):
+            defaults.pop("repetition_penalty", None)
+        return SamplingParams(**{**defaults, **kwargs})
+
     def _voice_prompt(self, voice) -> VoicePrompt:
-        """None (neutral), an embedding [E], or a stored name / voice file / `Voice` (checked against
-        this bundle's family and hash; VoiceError if it was made with another bundle)."""
+        """None (the family's default), a built-in voice or speaker id, a stored name / voice file /
+        `Voice` (checked against this bundle; VoiceError if it was made with another), or an
+        embedding [E] for the reference family."""
         if voice is None:
             return self._builder.neutral_voice()
+        builtin = self._voices.builtin_prompt(voice)
+        if builtin is not None:
+            return builtin
         if isinstance(voice, (str, os.PathLike, Voice)):
             v = self._voices.resolve(voice)
-            return VoicePrompt(v.embedding, v.prompt_codes, v.transcript)
+            return VoicePrompt(v.embedding if self.constants.speaker_dim else None, v.meta.get("speaker"),
+                               v.prompt_codes, v.transcript)
+        if not self.constants.speaker_dim:
+            raise VoiceError(f"this {self.bundle.family} model takes no speaker embedding; give a built-in voice "
+                             f"({', '.join(self._voices.builtin) or 'none'}) or a stored voice's name")
         emb = np.asarray(voice, np.float32).reshape(-1)
         if emb.shape != (self.constants.speaker_dim,) or not np.isfinite(emb).all():
             raise ValueError(f"a voice embedding must be {self.constants.speaker_dim} finite floats, "

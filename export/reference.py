@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from cadenza.engine.contract import text as tok
+from cadenza.engine.contract.length import LengthPolicy
 from cadenza.engine.runtime.rng import seed_int64
 from cadenza.kernels.rng import counter_uniform
 from cadenza.kernels.sampling import sample_reference
@@ -82,7 +83,7 @@ def generate(model: TTSModel, text: str, voice: torch.Tensor | None = None, *,
     x = bb.embed_prompt(ids, voice[None])
     h, ck, cv = bb(x, torch.arange(P)[None], pk, pv, torch.zeros(1, dtype=torch.long))
     h = h[:, -1]  # [1, D]
-    min_f, max_f = tok.frame_bounds(text, cfg.codec.frame_rate)
+    min_f, max_f = LengthPolicy().bounds(text, cfg.codec.frame_rate)
     if frames is not None:
         min_f = max_f = frames
     out = []

@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BundleError
-from .constants import ModelConstants
+from .constants import CodecSpec, ModelConstants
+from .layout import TokenLayout
+from .length import LengthPolicy
+from .prompt import ByteTokenizer, FileTokenizer, PromptTemplate
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 REBUILD_HINT = "rebuild it with `cadenza export --size SIZE --out DIR` (or re-run the export that made it)"
 ROLES = ("backbone_prefill", "backbone_step", "depth_step", "codec_decode", "codec_encode", "speaker_encode")
@@ -39,14 +42,40 @@ def content_hash(manifest: dict) -> str:
 
 @dataclass
 class Bundle:
-    """A checked bundle directory. `graph(role)` is the manifest entry of one role."""
+    """A checked bundle directory: its manifest's blocks, typed. `graph(role)` is one role's entry."""
 
     path: Path
     manifest: dict
     constants: ModelConstants = field(init=False)
+    layout: TokenLayout = field(init=False)  # how tokens make frames
+    prompt: PromptTemplate = field(init=False)
+    length: LengthPolicy = field(init=False)
+    codec: CodecSpec = field(init=False)
 
     def __post_init__(self):
-        self.constants = ModelConstants.from_manifest(self.manifest, str(self.path / MANIFEST))
+        where = str(self.path / MANIFEST)
+        m = self.manifest
+        self.constants = c = ModelConstants.from_manifest(m, where)
+        for key in ("layout", "prompt", "length", "graphs", "files"):
+            if not isinstance(m.get(key), dict):
+                raise BundleError(f"{where} has no {key} block; {REBUILD_HINT}")
+        self.layout = TokenLayout.from_dict(m["layout"], c.n_codebooks, c.codebook_size, where)
+        self.prompt = PromptTemplate.from_dict(m["prompt"], where)
+        self.length = LengthPolicy.from_dict(m["length"], where)
+        self.codec = CodecSpec.from_manifest(m, where)
+
+    @functools.cached_property
+    def tokenizer(self):
+        """The family's tokenizer: UTF-8 bytes, or the bundle's `tokenizer.json`."""
+        spec = self.manifest.get("tokenizer", {})
+        if spec.get("type") == "tokenizers":
+            return FileTokenizer(self.path / spec["file"])
+        return ByteTokenizer()
+
+    @property
+    def sampling_defaults(self) -> dict:
+        """The family's default sampling parameters (temperature, top_k, top_p, repetition_penalty)."""
+        return dict(self.manifest.get("sampling", {}))
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True) -> "Bundle":

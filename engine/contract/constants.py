@@ -19,8 +19,7 @@ class ModelConstants:
     frame_rate: float  # codec frames per second (= sample_rate / hop)
     n_codebooks: int  # K: codes per frame
     codebook_size: int  # C: codes per codebook
-    eos_id: int  # codebook-0 logit index meaning end of speech
-    speaker_dim: int  # E: speaker embedding floats
+    speaker_dim: int  # E: speaker embedding floats (0: the family takes no embedding)
     max_seq_len: int  # backbone context (KV positions)
     backbone_dim: int
     backbone_layers: int
@@ -45,3 +44,36 @@ class ModelConstants:
                                   "rebuild the bundle with `cadenza export`")
             values[f.name] = want(v)
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """How the codec decoder streams (the manifest's `codec` block).
+
+    kind: "stateful": `codec_decode` carries state tensors between calls, so chunks decode
+        exactly as one offline decode (causal codecs: the reference family, Mimi);
+        "window": `codec_decode` is stateless and not causal (SNAC): frames are decoded inside
+        a window with `left` frames of context before them and `right` after, so a chunk's
+        audio lags generation by `right` frames (exact when the window covers the decoder's
+        receptive field).
+    """
+
+    kind: str = "stateful"
+    left: int = 0
+    right: int = 0
+
+    @property
+    def lookahead(self) -> int:
+        """Frames generated before a frame's audio can be decoded."""
+        return self.right if self.kind == "window" else 0
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, where: str = "the manifest") -> "CodecSpec":
+        d = manifest.get("codec", {"kind": "stateful"})
+        try:
+            spec = cls(str(d["kind"]), int(d.get("left", 0)), int(d.get("right", 0)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"{where}: the codec block is malformed ({e!r}); rebuild the bundle") from None
+        if spec.kind not in ("stateful", "window") or not 0 <= spec.left <= 64 or not 0 <= spec.right <= 64:
+            raise BundleError(f"{where}: codec {spec} is out of range; rebuild the bundle")
+        return spec

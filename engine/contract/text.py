@@ -1,15 +1,14 @@
-"""The byte tokenizer, the prompt layout and the text-derived length policy.
+"""Text: checking and splitting it, and the reference family's byte tokens.
 
 Shared by the PyTorch reference (`cadenza.export`) and the runtime, so both
 build exactly the same prompt. Pure Python: no download, no torch.
 
-Prompt layout for one segment: `[VOICE, BOS, b_0 .. b_{n-1}, EOT]`, where `b_i`
-are the UTF-8 bytes of the text and `VOICE` is the slot the speaker embedding
-is projected into.
+The reference family's prompt for one segment: `[VOICE, BOS, b_0 .. b_{n-1}, EOT]`,
+where `b_i` are the UTF-8 bytes of the text and `VOICE` is the slot the speaker
+embedding is projected into (other families: `prompt.py`).
 """
 from __future__ import annotations
 
-import math
 import re
 
 from ..errors import TextError
@@ -18,11 +17,6 @@ N_BYTES = 256
 BOS, EOT, PAD, VOICE = 256, 257, 258, 259
 N_TEXT_TOKENS = 260
 SPECIAL_TOKENS = {"bos": BOS, "eot": EOT, "pad": PAD, "voice": VOICE}
-
-# Speech runs at roughly 14 characters per second; random weights get a plausible
-# length from this instead of from end-of-speech.
-CHARS_PER_SECOND = 14.0
-
 
 def encode(text: str) -> list[int]:
     """UTF-8 bytes of `text` (no specials)."""
@@ -43,33 +37,6 @@ def check_text(text: str) -> str:
     if not cleaned:
         raise TextError("text is empty or whitespace only; give at least one word to speak")
     return cleaned
-
-
-def frame_bounds(text: str, frame_rate: float) -> tuple[int, int]:
-    """(min_frames, max_frames) for a segment: end-of-speech is refused before the
-    minimum, and generation stops at the maximum."""
-    expected = max(len(text), 1) / CHARS_PER_SECOND * frame_rate
-    return max(2, math.floor(0.8 * expected)), _cap(len(text), frame_rate)
-
-
-def longest_text(budget: int, frame_rate: float) -> int:
-    """The most UTF-8 bytes a segment may have so that its prompt (`len + 2` specials) plus its
-    frame cap (`frame_bounds`) fit `budget` positions; 0 if even one byte does not fit.
-
-    Bytes bound characters from above, so a text of that many bytes always fits."""
-    def need(n: int) -> int:
-        return n + 2 + _cap(n, frame_rate)
-
-    n = max(0, int((budget - 6) / (1 + 1.6 * frame_rate / CHARS_PER_SECOND)))  # need(n) ~ n (1 + a) + 6
-    while need(n + 1) <= budget:
-        n += 1
-    while n > 0 and need(n) > budget:
-        n -= 1
-    return n
-
-
-def _cap(n_chars: int, frame_rate: float) -> int:
-    return max(4, math.ceil(1.6 * (max(n_chars, 1) / CHARS_PER_SECOND * frame_rate)) + 4)
 
 
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+")

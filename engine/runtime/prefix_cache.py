@@ -2,7 +2,7 @@
 
 A stream's prompt is `prefix + own text`: the prefix is the voice slot (the
 speaker embedding) and, for a voice with an acoustic prompt, its transcript
-and its codec frames. The prefix depends only on the voice, so its KV entries
+and its codec frames (a CSM context segment). The prefix depends only on the voice, so its KV entries
 are computed by the first stream that uses the voice and copied into the slot
 of every later one, which then prefills only its own text.
 
@@ -16,33 +16,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract import text as tok
 
 
 @dataclass(frozen=True)
 class Prefix:
-    """What a stream's prompt starts with; `key` identifies its KV entries."""
+    """What a stream's prompt starts with (its voice); `key` identifies its KV entries.
 
-    tokens: tuple[int, ...]  # [VOICE] or [VOICE, BOS, transcript..., EOT]
+    The reference family: `[VOICE]`, or `[VOICE, BOS, transcript..., EOT]` plus the sample's
+    codec frames. CSM: a context segment, the transcript's prompt plus the sample's frames
+    (ending with the end-of-speech frame). A built-in voice named in the text prompt: empty.
+    """
+
+    tokens: tuple[int, ...]
     codes: np.ndarray | None  # acoustic prompt frames [K, F], fed through the step graph
     key: str
+    positions_per_frame: int = 1
 
     @property
     def length(self) -> int:
-        return len(self.tokens) + (0 if self.codes is None else self.codes.shape[1])
+        return len(self.tokens) + (0 if self.codes is None else self.codes.shape[1] * self.positions_per_frame)
 
     @classmethod
-    def for_voice(cls, embedding: np.ndarray, codes: np.ndarray | None = None,
-                  transcript: str | None = None) -> "Prefix":
-        tokens = [tok.VOICE]
-        if codes is not None:
-            tokens += [tok.BOS, *tok.encode(transcript or ""), tok.EOT]
-            codes = np.ascontiguousarray(codes, np.int64)
-        h = hashlib.sha256(np.ascontiguousarray(embedding, np.float32).tobytes())
+    def build(cls, tokens, codes: np.ndarray | None = None, embedding: np.ndarray | None = None,
+              positions_per_frame: int = 1) -> "Prefix":
+        h = hashlib.sha256(b"" if embedding is None else np.ascontiguousarray(embedding, np.float32).tobytes())
         h.update(np.asarray(tokens, np.int64).tobytes())
         if codes is not None:
+            codes = np.ascontiguousarray(codes, np.int64)
             h.update(codes.tobytes())
-        return cls(tuple(tokens), codes, h.hexdigest())
+        return cls(tuple(int(t) for t in tokens), codes, h.hexdigest(), positions_per_frame)
 
 
 class PrefixCache:

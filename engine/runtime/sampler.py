@@ -153,6 +153,27 @@ def sample_batch(logits: np.ndarray, samplers: list[StreamSampler], codebook: in
     return out
 
 
+def sample_codes(logits: np.ndarray, allowed: tuple[int, int], samplers: list[StreamSampler], codebook: int,
+                 extra: tuple[int, ...] = (), extra_ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sample a code for each row among the columns `allowed` = [lo, hi) of logits [B, V], plus the
+    `extra` columns (end of speech) for the rows where `extra_ok` is True.
+
+    Returns (codes [B]: the chosen column minus lo, ended [B]: an extra column was chosen). The
+    candidates are laid out as codes 0..hi-lo-1, then the extra columns, so the repetition
+    history (codes) and ties (lowest code first) mean the same on every layout.
+    """
+    lo, hi = allowed
+    cand = logits[:, lo:hi]
+    if extra:
+        ext = logits[:, list(extra)]
+        if extra_ok is not None:
+            ext = np.where(extra_ok[:, None], ext, -np.inf)
+        cand = np.concatenate([cand, ext], axis=1)  # [B, hi - lo + len(extra)]
+    picked = sample_batch(cand, samplers, codebook)
+    ended = picked >= hi - lo
+    return np.where(ended, 0, picked), ended
+
+
 def _sample_rows(logits: np.ndarray, samplers: list[StreamSampler], codebook: int) -> np.ndarray:
     """Steps 3-7 for rows that sample."""
     n, V = logits.shape

@@ -141,6 +141,24 @@ class VoiceLibrary:
     def get(self, name: str) -> Voice:
         return self.store.get(name)
 
+    @property
+    def builtin(self) -> list[str]:
+        """The family's own voices (Orpheus: names such as `tara`; CSM: speaker ids, any of which
+        works; the reference family: none)."""
+        return list(self.bundle.prompt.builtin_voices)
+
+    def builtin_prompt(self, voice):
+        """A `VoicePrompt` naming a built-in voice, or None when `voice` is not one."""
+        from ..runtime.request import VoicePrompt
+
+        kind = self.bundle.prompt.voice_kind
+        if kind == "speaker" and (isinstance(voice, int) and not isinstance(voice, bool)
+                                  or isinstance(voice, str) and voice.isdigit()):
+            return VoicePrompt(name=self.bundle.prompt.check_voice(str(voice)))
+        if kind == "name" and isinstance(voice, str) and voice in self.bundle.prompt.builtin_voices:
+            return VoicePrompt(name=voice)
+        return None
+
     def list(self) -> list[dict]:
         return self.store.list()
 

@@ -1,66 +1,14 @@
-"""The graph roles: flat-signature wrappers of the model for ONNX export.
+"""The reference family's graph roles: flat-signature wrappers of `TTSModel` for ONNX export.
 
-Each `GraphSpec` names its inputs and outputs (the manifest copies them, so
-the engine never hard-codes a tensor name), their symbolic dims and dtypes,
-the per-layer KV-cache tensors and the streaming state tensors.
-
-KV contract: per layer `l`, the step graphs read `past_key.{l}` /
-`past_value.{l}` [B, Hkv, T, Dh] (read only, masked by each row's valid
-length) and return only `new_key.{l}` / `new_value.{l}` [B, Hkv, P, Dh].
-Per-layer inputs over a layer-major cache ([L, 2, S, Hkv, T, Dh]) make a batch
-of the first B slots a zero-copy contiguous view, and no graph slices a
-whole-cache tensor (which ONNX Runtime would copy every step).
+The tensor names, dims and KV contract come from `spec.py`.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..model.model import TTSModel
-
-INT, FLOAT = "int64", "float32"
-
-
-@dataclass
-class TensorSpec:
-    name: str
-    dtype: str
-    shape: list  # ints, symbolic dim names, or "name*N" / "name/N" derived from one
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-
-@dataclass
-class GraphSpec:
-    role: str
-    module: nn.Module
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    example: tuple
-    kv: dict | None = None  # {"layers", "past_key", "past_value", "new_key", "new_value", "kv_heads", "head_dim"}
-    state: list[dict] = field(default_factory=list)  # [{"input", "output", "shape"}]
-
-
-def _kv_specs(n_layers: int, hkv: int, dh: int, t_dim: str, p_dim):
-    past, new = [], []
-    for l in range(n_layers):
-        for kind in ("key", "value"):
-            past.append(TensorSpec(f"past_{kind}.{l}", FLOAT, ["batch", hkv, t_dim, dh]))
-            new.append(TensorSpec(f"new_{kind}.{l}", FLOAT, ["batch", hkv, p_dim, dh]))
-    kv = {"layers": n_layers, "kv_heads": hkv, "head_dim": dh, "past_key": "past_key.%d",
-          "past_value": "past_value.%d", "new_key": "new_key.%d", "new_value": "new_value.%d"}
-    return past, new, kv
-
-
-def _pairs(flat):
-    return list(flat[0::2]), list(flat[1::2])
-
-
-def _interleave(ks, vs):
-    return [t for kv in zip(ks, vs) for t in kv]
+from .spec import FLOAT, INT, GraphSpec, TensorSpec, interleave, kv_specs, pairs
 
 
 class PrefillGraph(nn.Module):
@@ -71,11 +19,11 @@ class PrefillGraph(nn.Module):
     def forward(self, tokens, voice, lengths, start, *past):
         P = tokens.shape[1]
         positions = start[:, None] + torch.arange(P)[None, :]  # [B, P]
-        pk, pv = _pairs(past)
+        pk, pv = pairs(past)
         h, nk, nv = self.bb(self.bb.embed_prompt(tokens, voice), positions, pk, pv, start)  # [B, P, D]
         idx = (lengths - 1)[:, None, None].expand(-1, 1, h.shape[-1])
         last = h.gather(1, idx)[:, 0]  # [B, D]
-        return (self.bb.head(last), last, *_interleave(nk, nv))
+        return (self.bb.head(last), last, *interleave(nk, nv))
 
 
 class StepGraph(nn.Module):
@@ -84,10 +32,10 @@ class StepGraph(nn.Module):
         self.bb = model.backbone
 
     def forward(self, codes, positions, *past):
-        pk, pv = _pairs(past)
+        pk, pv = pairs(past)
         h, nk, nv = self.bb(self.bb.embed_codes(codes), positions[:, None], pk, pv, positions)
         last = h[:, 0]  # [B, D]
-        return (self.bb.head(last), last, *_interleave(nk, nv))
+        return (self.bb.head(last), last, *interleave(nk, nv))
 
 
 class DepthGraph(nn.Module):
@@ -96,9 +44,9 @@ class DepthGraph(nn.Module):
         self.depth = model.depth
 
     def forward(self, hidden, prev_code, depth_pos, *past):
-        pk, pv = _pairs(past)
+        pk, pv = pairs(past)
         logits, nk, nv = self.depth(hidden, prev_code, depth_pos, pk, pv)
-        return (logits, *_interleave(nk, nv))
+        return (logits, *interleave(nk, nv))
 
 
 class CodecDecodeGraph(nn.Module):
@@ -134,7 +82,7 @@ def graph_specs(model: TTSModel) -> list[GraphSpec]:
     cfg = model.cfg
     b, K, C, hop = cfg.backbone, cfg.n_codebooks, cfg.codebook_size, cfg.codec.hop
     B, P, T = 2, 5, 7
-    past, new, kv = _kv_specs(b.n_layers, b.n_kv_heads, b.head_dim, "cache_len", "prompt_len")
+    past, new, kv = kv_specs(b.n_layers, b.n_kv_heads, b.head_dim, "cache_len", "prompt_len")
     cache = [torch.randn(B, b.n_kv_heads, T, b.head_dim) for _ in past]
     specs = [GraphSpec(
         "backbone_prefill", PrefillGraph(model),
@@ -143,7 +91,7 @@ def graph_specs(model: TTSModel) -> list[GraphSpec]:
         [TensorSpec("logits", FLOAT, ["batch", C + 1]), TensorSpec("hidden", FLOAT, ["batch", b.dim]), *new],
         (torch.randint(0, 256, (B, P)), torch.randn(B, cfg.speaker_dim), torch.tensor([P, 3]),
          torch.tensor([2, 4]), *cache), kv)]
-    past, new, kv = _kv_specs(b.n_layers, b.n_kv_heads, b.head_dim, "cache_len", 1)
+    past, new, kv = kv_specs(b.n_layers, b.n_kv_heads, b.head_dim, "cache_len", 1)
     specs.append(GraphSpec(
         "backbone_step", StepGraph(model),
         [TensorSpec("codes", INT, ["batch", K]), TensorSpec("positions", INT, ["batch"]), *past],
@@ -151,7 +99,7 @@ def graph_specs(model: TTSModel) -> list[GraphSpec]:
         (torch.randint(0, C, (B, K)), torch.tensor([3, 6]), *cache), kv))
     if model.depth is not None:
         d = cfg.depth
-        past, new, kv = _kv_specs(d.n_layers, d.n_kv_heads, d.head_dim, "depth_len", 1)
+        past, new, kv = kv_specs(d.n_layers, d.n_kv_heads, d.head_dim, "depth_len", 1)
         dcache = [torch.randn(B, d.n_kv_heads, K - 1, d.head_dim) for _ in past]
         specs.append(GraphSpec(
             "depth_step", DepthGraph(model),

@@ -5,8 +5,6 @@ directory) -> `to_onnx(model, out)` -> the bundle directory.
 """
 from __future__ import annotations
 
-import json
-import platform
 import sys
 import tempfile
 import time
@@ -18,15 +16,18 @@ import onnx
 import torch
 
 from cadenza.engine.contract import text as tok
-from cadenza.engine.contract.bundle import FORMAT_VERSION, MANIFEST, content_hash, sha256_file
+from cadenza.engine.contract.layout import TokenLayout
+from cadenza.engine.contract.length import LengthPolicy
+from cadenza.engine.contract.prompt import reference_template
 
 from ..model.config import TTSConfig
 from ..model.model import TTSModel
 from ..model.transformer import Attention
-from .graphs import GraphSpec, graph_specs
+from .graphs import graph_specs
+from .manifest import OPSET, write_manifest
 from .quantize import QUANTIZED_ROLES, quantize_graph
+from .spec import GraphSpec
 
-OPSET = 17
 EXTERNAL_DATA_BYTES = 1 << 30  # graphs whose weights exceed 1 GiB keep them in `<role>.onnx.data`
 FAMILY = "cadenza-reference"
 
@@ -96,24 +97,28 @@ def _declare_outputs(proto: onnx.ModelProto, spec: GraphSpec) -> None:
                 d.dim_param = s
 
 
-def _constants(cfg: TTSConfig) -> dict:
+def reference_blocks(cfg: TTSConfig) -> dict:
+    """The manifest blocks of the reference family (see `cadenza.engine.contract`)."""
     b, d = cfg.backbone, cfg.depth
-    return {
+    constants = {
         "sample_rate": cfg.codec.sample_rate, "hop": cfg.codec.hop, "frame_rate": cfg.codec.frame_rate,
-        "n_codebooks": cfg.n_codebooks, "codebook_size": cfg.codebook_size, "eos_id": cfg.eos_id,
+        "n_codebooks": cfg.n_codebooks, "codebook_size": cfg.codebook_size,
         "speaker_dim": cfg.speaker_dim, "max_seq_len": b.max_seq_len, "backbone_dim": b.dim,
         "backbone_layers": b.n_layers, "kv_heads": b.n_kv_heads, "head_dim": b.head_dim,
         "depth_layers": d.n_layers if cfg.n_codebooks > 1 else 0, "depth_kv_heads": d.n_kv_heads,
         "depth_head_dim": d.head_dim,
     }
+    return {"constants": constants, "layout": TokenLayout.reference(cfg.n_codebooks, cfg.codebook_size).to_dict(),
+            "prompt": reference_template().to_dict(), "length": LengthPolicy().to_dict(),
+            "codec": {"kind": "stateful"}, "sampling": {},
+            "tokenizer": {"type": "utf8-bytes", "special_tokens": tok.SPECIAL_TOKENS}}
 
 
-def _versions() -> dict:
-    import onnxruntime
-
-    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "python": platform.python_version(), "exporter": "torch.onnx.export (TorchScript tracer)",
-            "opset": OPSET}
+def graph_entry(spec: GraphSpec, written: list[str], precision: str = "fp32") -> dict:
+    """A graph's manifest entry: its file and external data, names, dims, KV and state tensors."""
+    return {"file": written[0], "data": written[1:], "inputs": [t.to_dict() for t in spec.inputs],
+            "outputs": [t.to_dict() for t in spec.outputs], "kv": spec.kv, "state": spec.state,
+            "opset": OPSET, "precision": precision}
 
 
 def to_onnx(model: TTSModel, out: str | Path, progress: Callable[[str], None] | None = print,
@@ -150,32 +155,14 @@ def to_onnx(model: TTSModel, out: str | Path, progress: Callable[[str], None] | 
             quantize_graph(out / written[0])
             role_precision = "int8 weights"
         files += written
-        graphs[spec.role] = {
-            "file": written[0], "data": written[1:], "inputs": [t.to_dict() for t in spec.inputs],
-            "outputs": [t.to_dict() for t in spec.outputs], "kv": spec.kv, "state": spec.state,
-            "opset": OPSET, "precision": role_precision}
+        graphs[spec.role] = graph_entry(spec, written, role_precision)
         say(f"      {spec.role} done in {time.perf_counter() - t0:.1f} s")
     if with_weights:
         model.save(out / "weights")
         files += ["weights/model.safetensors", "weights/config.json"]
-    return write_manifest(out, cfg, graphs, files, random_weights, precision)
-
-
-def write_manifest(out: Path, cfg: TTSConfig, graphs: dict, files: list[str], random_weights: bool = True,
-                   precision: str = "fp32") -> Path:
-    manifest = {
-        "format_version": FORMAT_VERSION, "family": FAMILY, "size": cfg.name, "config": cfg.to_dict(),
-        "constants": _constants(cfg), "special_tokens": tok.SPECIAL_TOKENS,
-        "tokenizer": {"type": "utf8-bytes", "n_tokens": tok.N_TEXT_TOKENS,
-                      "prompt": "[voice, bos, utf-8 bytes..., eot]"},
-        "graphs": graphs, "precision": precision, "versions": _versions(),
-        "files": {f: sha256_file(out / f) for f in files},
-        "random_weights": random_weights,
-        "note": "random weights: exercises the engine, does not speak" if random_weights else "trained weights",
-    }
-    manifest["content_sha256"] = content_hash(manifest)
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return out
+    note = "random weights: exercises the engine, does not speak" if random_weights else "trained weights"
+    return write_manifest(out, FAMILY, reference_blocks(cfg), graphs, files, size=cfg.name, config=cfg.to_dict(),
+                          precision=precision, random_weights=random_weights, note=note)
 
 
 def main_export(size: str, seed: int, out: str, weights: str | None = None, precision: str = "fp32",

@@ -105,7 +105,7 @@ def test_frames_gives_exactly_n_frames(n, engine, reference):
 def test_frames_beyond_natural_end_of_speech(engine, reference):
     """frames=N ignores end-of-speech: more frames than the text's cap are still exactly N."""
     text = "Hi."
-    _, cap = tok.frame_bounds(text, engine.frame_rate)
+    _, cap = engine.bundle.length.bounds(text, engine.frame_rate)
     res = read(engine.stream(text, frames=cap + 20, greedy=True))
     assert res.codes.shape[1] == cap + 20
     np.testing.assert_array_equal(res.codes, reference.codes(text, frames=cap + 20))
@@ -211,7 +211,7 @@ def test_memory_budget_caps_the_slots(make_engine):
 
 def _segments(engine, text):
     """The engine's own split of `text` (white-box: its segment byte limit)."""
-    return tok.split_text(text, tok.longest_text(engine.max_len - 1, engine.frame_rate))
+    return tok.split_text(text, engine.bundle.length.longest_text(engine.max_len - 1, engine.frame_rate))
 
 
 def test_long_text_streams_as_one_seamless_stream(make_engine, reference):

@@ -11,11 +11,16 @@ import torch
 from ...contract.bundle import Bundle
 from ...errors import BackendUnavailable, BundleError
 
+REFERENCE_FAMILY = "cadenza-reference"
+
 
 def load_model(bundle: Bundle):
     """The PyTorch model stored in a bundle's `weights/` directory (checked against the manifest)."""
     from cadenza.export.model.model import TTSModel
 
+    if bundle.family != REFERENCE_FAMILY:
+        raise BackendUnavailable(f"the torch backends run the reference family only; this bundle is "
+                                 f"{bundle.family!r}: use backend='ort'")
     w = Path(bundle.path) / "weights"
     if not (w / "model.safetensors").is_file() or not (w / "config.json").is_file():
         raise BundleError(f"bundle {bundle.path} has no PyTorch weights ({w}/model.safetensors + config.json), "
@@ -25,9 +30,11 @@ def load_model(bundle: Bundle):
     except ValueError as e:  # weights of another model version
         raise BundleError(f"{e}; re-export the bundle with this version of cadenza") from e
     c, cfg = bundle.constants, model.cfg
-    want = {"n_codebooks": cfg.n_codebooks, "codebook_size": cfg.codebook_size, "eos_id": cfg.eos_id,
+    want = {"n_codebooks": cfg.n_codebooks, "codebook_size": cfg.codebook_size,
             "backbone_layers": cfg.backbone.n_layers, "kv_heads": cfg.backbone.n_kv_heads}
     bad = {k: (getattr(c, k), v) for k, v in want.items() if getattr(c, k) != v}
+    if bundle.layout.eos_column != cfg.eos_id:
+        bad["eos_column"] = (bundle.layout.eos_column, cfg.eos_id)
     if bad:
         raise BundleError(f"weights/ of {bundle.path} do not match its manifest (manifest, weights): {bad}; "
                           "re-export the bundle")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from cadenza.engine.contract import text as tok
-from cadenza.engine.contract.text import TextError, check_text, frame_bounds, prompt_tokens, split_text
+from cadenza.engine.contract.text import TextError, check_text, prompt_tokens, split_text
 
 
 # --- tokenizer ----------------------------------------------------------------
@@ -108,21 +108,3 @@ def test_split_text_unbreakable_piece(text, max_bytes):
 def test_split_text_rejects_empty():
     with pytest.raises(TextError):
         split_text(" \n ", 100)
-
-
-# --- frame_bounds ------------------------------------------------------------------
-@pytest.mark.parametrize("frame_rate", [12.5, 25.0])
-def test_frame_bounds_monotone_and_ordered(frame_rate):
-    prev = (0, 0)
-    for n in range(1, 600, 7):
-        lo, hi = frame_bounds("x" * n, frame_rate)
-        assert 1 <= lo < hi, (n, lo, hi)
-        assert lo >= prev[0] and hi >= prev[1], (n, prev, (lo, hi))
-        prev = (lo, hi)
-    assert prev[1] > 10 * frame_bounds("x", frame_rate)[1]  # actually grows with the text
-
-
-def test_frame_bounds_bracket_expected_duration():
-    text = "x" * 140  # 10 s at 14 characters per second -> 125 frames at 12.5 Hz
-    lo, hi = frame_bounds(text, 12.5)
-    assert lo <= 125 <= hi

@@ -32,12 +32,19 @@ def test_cached_prefix_equals_full_prefill(make_engine):
     np.testing.assert_array_equal(second, want)
 
 
-def test_prefix_key_and_length():
+def test_prefix_key_and_length(engine):
+    """The reference family's prefix: [VOICE] (+ [BOS] transcript [EOT] and the prompt frames)."""
+    from cadenza.engine.runtime.request import RequestBuilder, VoicePrompt
+
     v = _voice(1, frames=5)
-    p = Prefix.for_voice(v.embedding, v.prompt_codes, v.transcript)
+    build = RequestBuilder(engine.bundle, 64).prefix
+    p = build(VoicePrompt(v.embedding, codes=v.prompt_codes, transcript=v.transcript))
     assert p.length == 3 + len(v.transcript) + 5  # VOICE, BOS, transcript, EOT, frames
-    assert Prefix.for_voice(v.embedding).length == 1
-    assert p.key != Prefix.for_voice(v.embedding).key != Prefix.for_voice(-v.embedding).key
+    plain = build(VoicePrompt(v.embedding))
+    assert plain.tokens == (259,) and plain.length == 1
+    assert p.key != plain.key != build(VoicePrompt(-v.embedding)).key
+    flat = Prefix.build([1, 2], np.zeros((7, 3), np.int64), positions_per_frame=7)
+    assert flat.length == 2 + 3 * 7  # a flat layout spends 7 positions per frame
 
 
 def test_cache_evicts_least_recently_used():

@@ -207,9 +207,9 @@ def test_max_queue_zero_still_admits_into_free_slots(make_engine):
 
 def _segment_end_iteration(e, reference, text) -> int:
     """The decode iteration at which the first segment of `text` ends (white-box)."""
-    seg0 = tok.split_text(text, tok.longest_text(e.max_len - 1, e.frame_rate))[0]
+    seg0 = tok.split_text(text, e.bundle.length.longest_text(e.max_len - 1, e.frame_rate))[0]
     n0 = reference.codes(seg0).shape[1]
-    _, cap = tok.frame_bounds(seg0, e.frame_rate)
+    _, cap = e.bundle.length.bounds(seg0, e.frame_rate)
     return n0 if n0 == cap else n0 + 1  # at the cap, or one iteration later by end-of-speech
 
 

@@ -9,7 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cadenza.engine.contract import text as tok  # noqa: E402
+from cadenza.engine.contract import text as tok
+from cadenza.engine.contract.length import LengthPolicy  # noqa: E402
 from cadenza.export.model.config import SIZES, TransformerConfig, TTSConfig  # noqa: E402
 from cadenza.export.onnx.graphs import graph_specs  # noqa: E402
 from cadenza.export.model.model import TTSModel  # noqa: E402
@@ -87,7 +88,7 @@ def test_generate_greedy_is_deterministic_and_bounded(tiny_model):
     a, b = generate(tiny_model, TEXT), generate(tiny_model, TEXT)
     assert a.dtype == torch.long and a.dim() == 2 and a.shape[0] == cfg.n_codebooks
     assert torch.equal(a, b)
-    lo, hi = tok.frame_bounds(tok.check_text(TEXT), cfg.codec.frame_rate)
+    lo, hi = LengthPolicy().bounds(tok.check_text(TEXT), cfg.codec.frame_rate)
     assert lo <= a.shape[1] <= hi
     assert int(a.min()) >= 0 and int(a.max()) < cfg.codebook_size  # no EOS id among the codes
 
@@ -141,7 +142,7 @@ def test_generate_rejects_empty_text(tiny_model):
 def test_k1_generate(tiny_model_k1):
     assert tiny_model_k1.depth is None
     codes = generate(tiny_model_k1, TEXT)
-    lo, hi = tok.frame_bounds(tok.check_text(TEXT), tiny_model_k1.cfg.codec.frame_rate)
+    lo, hi = LengthPolicy().bounds(tok.check_text(TEXT), tiny_model_k1.cfg.codec.frame_rate)
     assert codes.shape[0] == 1 and lo <= codes.shape[1] <= hi
     assert generate(tiny_model_k1, TEXT, frames=5).shape == (1, 5)
 

@@ -41,11 +41,12 @@ def test_manifest_top_level(manifest, tiny_model):
     assert TTSConfig.from_dict(manifest["config"]) == cfg
     c = manifest["constants"]
     assert (c["sample_rate"], c["hop"], c["frame_rate"]) == (24000, 1920, 12.5)
-    assert (c["n_codebooks"], c["codebook_size"], c["eos_id"]) == (4, 64, 64)
+    assert (c["n_codebooks"], c["codebook_size"], manifest["layout"]["eos_column"]) == (4, 64, 64)
     assert (c["backbone_layers"], c["kv_heads"], c["head_dim"]) == (2, 2, 16)
     assert c["depth_layers"] == 1 and c["speaker_dim"] == cfg.speaker_dim
-    assert manifest["special_tokens"] == tok.SPECIAL_TOKENS == {"bos": 256, "eot": 257, "pad": 258, "voice": 259}
-    assert manifest["tokenizer"]["n_tokens"] == tok.N_TEXT_TOKENS
+    assert manifest["tokenizer"]["special_tokens"] == tok.SPECIAL_TOKENS == {"bos": 256, "eot": 257, "pad": 258,
+                                                                            "voice": 259}
+    assert manifest["prompt"]["voice_kind"] == "embedding" and manifest["codec"] == {"kind": "stateful"}
     for key in ("torch", "onnx", "onnxruntime", "python", "opset"):
         assert manifest["versions"][key], key
     assert manifest["content_sha256"] == content_hash(manifest)

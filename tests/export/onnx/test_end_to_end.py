@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cadenza.engine.contract import text as tok  # noqa: E402
+from cadenza.engine.contract.length import LengthPolicy
 from cadenza.export.reference import generate  # noqa: E402
 
 TEXTS = [pytest.param("Hello world.", id="short"), pytest.param("Zoë says: ça va? Fine, thanks!", id="utf8")]
@@ -39,7 +40,8 @@ def onnx_greedy(ort_bundle, text: str, frames: int | None = None) -> np.ndarray:
     text = tok.check_text(text)
     ids = np.array([tok.prompt_tokens(text)], np.int64)  # [1, P]
     P = ids.shape[1]
-    lo, hi = tok.frame_bounds(text, c["frame_rate"])
+    lo, hi = LengthPolicy(**m["length"]).bounds(text, c["frame_rate"])
+    eos = m["layout"]["eos_column"]
     if frames is not None:
         lo = hi = frames
     kv = graphs["backbone_prefill"]["kv"]
@@ -52,9 +54,9 @@ def onnx_greedy(ort_bundle, text: str, frames: int | None = None) -> np.ndarray:
     for f in range(hi):
         logits = out["logits"][0].copy()
         if f < lo:
-            logits[c["eos_id"]] = -np.inf
+            logits[eos] = -np.inf
         c0 = int(logits.argmax())
-        if c0 == c["eos_id"]:
+        if c0 == eos:
             break
         frame = [c0] + _depth(ort_bundle, graphs, c, out["hidden"], c0)
         frames_out.append(frame)

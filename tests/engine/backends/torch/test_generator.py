@@ -18,6 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cadenza.engine.contract import text as tok  # noqa: E402
+from cadenza.engine.contract.length import LengthPolicy  # noqa: E402
 from cadenza.engine.backends.torch.cuda_graph import SimulatedRuntime  # noqa: E402
 from cadenza.engine.errors import BackendUnavailable, BundleError, KVCacheExhausted  # noqa: E402
 from cadenza.engine.runtime.generator import PrefillItem, Row  # noqa: E402
@@ -138,7 +139,7 @@ def _row(text: str, K: int, frames: int | None = None, **params) -> Row:
     if "temperature" not in params:
         params.setdefault("greedy", True)
     row = Row(StreamSampler(SamplingParams(**params), K), forced=frames is not None)
-    row.min_frames, row.max_frames = (frames, frames) if frames else tok.frame_bounds(text, 12.5)
+    row.min_frames, row.max_frames = (frames, frames) if frames else LengthPolicy().bounds(text, 12.5)
     return row
 
 
@@ -289,7 +290,7 @@ def test_read_codes_batches_the_ring(tiny_torch):
 
 
 def test_missing_weights_is_a_bundle_error(tmp_path):
-    fake = types.SimpleNamespace(path=tmp_path, manifest={})
+    fake = types.SimpleNamespace(path=tmp_path, manifest={}, family="cadenza-reference")
     with pytest.raises(BundleError, match="no PyTorch weights"):
         TorchGenerator(fake, 1, 64)
 
