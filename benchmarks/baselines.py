@@ -87,7 +87,7 @@ def _ahead(m: StreamMetrics, frames_sent: int, size: int, hop: int) -> bool:
 def _constants(bundle: Bundle, src) -> None:
     c = bundle.constants
     src.sample_rate, src.hop, src.frame_rate = c.sample_rate, c.hop, c.frame_rate
-    src.n_codebooks, src.eos, src.max_len = c.n_codebooks, c.eos_id, c.max_seq_len
+    src.n_codebooks, src.eos, src.max_len = c.n_codebooks, bundle.layout.eos_column, c.max_seq_len
 
 
 RUN_PARTS = ("backbone.", "depth.", "codec.quantizer.", "codec.decoder.")  # what a TTS stream runs
