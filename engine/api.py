@@ -24,7 +24,7 @@ from .backends import get_backend
 from .contract.bundle import Bundle
 from .contract.constants import ModelConstants
 from .errors import EngineClosed, KVCacheExhausted, VoiceError
-from .runtime.codec_worker import CodecState, CodecWorker, DecodeJob
+from .runtime.codec_worker import CodecWorker, DecodeJob
 from .runtime.kv_cache import CacheShape
 from .runtime.metrics import StreamMetrics
 from .runtime.pacing import ChunkPacer, ChunkSchedule
@@ -78,9 +78,9 @@ class Engine:
                                max_frames=self.chunk.max_frames)
             self.gen = opened.generator
             self.worker = CodecWorker(opened.codec)
-            self._state_shapes = opened.codec.state_shapes
+            self._codec = opened.codec
             cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
-            self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, max_queue=max_queue,
+            self.scheduler = Scheduler(self.gen, self.worker, self.sample_rate, self.hop, max_queue=max_queue,
                                        queue_timeout=queue_timeout, prefix_cache=cache, prefill_budget=prefill_budget)
             self._voices = VoiceLibrary(bundle, voice_store)
             if warmup:  # first-run allocations of every graph of the decode loop, not the first caller's
@@ -134,8 +134,8 @@ class Engine:
                             f"({sorted(sampling_kwargs)})")
         params = sampling or self.sampling_params(**sampling_kwargs)
         req = self._builder.build(text, self._voice_prompt(voice), frames, params)
-        st = StreamState(req, Row(StreamSampler(params, self.n_codebooks), forced=req.forced),
-                         CodecState.zeros(self._state_shapes), ChunkPacer(self.chunk, self.hop / self.sample_rate),
+        st = StreamState(req, Row(StreamSampler(params, self.n_codebooks), forced=req.forced), self._codec.new_state(),
+                         ChunkPacer(self.chunk, self.hop / self.sample_rate, self.bundle.codec.lookahead),
                          StreamMetrics(self.sample_rate, self.frame_rate, self.n_codebooks,
                                        segments=len(req.segments), seed=params.seed), self.n_codebooks)
         self.scheduler.submit(st)
@@ -191,8 +191,8 @@ class Engine:
         if codes.ndim != 2 or codes.shape[0] != self.n_codebooks or not np.issubdtype(codes.dtype, np.integer):
             raise ValueError(f"codes must be integers shaped [{self.n_codebooks}, frames], got {codes.dtype} {codes.shape}")
         box: queue.Queue = queue.Queue()
-        self.worker.submit(DecodeJob(np.ascontiguousarray(codes, np.int64), CodecState.zeros(self._state_shapes),
-                                     box.put))
+        self.worker.submit(DecodeJob(np.ascontiguousarray(codes, np.int64), self._codec.new_state(), box.put,
+                                     final=True))
         out = box.get()
         if isinstance(out, BaseException):
             raise out

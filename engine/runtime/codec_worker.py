@@ -23,30 +23,35 @@ from ..errors import EngineClosed
 
 @dataclass
 class CodecState:
-    """One stream's decoder state: a list of [1, C, N] float32 arrays, in the decoder's order."""
+    """One stream's state for a stateful decoder: arrays [1, ...], in the decoder's order."""
 
     arrays: list[np.ndarray]
 
     @classmethod
-    def zeros(cls, shapes: Sequence[tuple[int, ...]]) -> "CodecState":
-        return cls([np.zeros((1, *shape), np.float32) for shape in shapes])
+    def zeros(cls, shapes: Sequence[tuple[int, ...]], dtypes: Sequence = ()) -> "CodecState":
+        dtypes = list(dtypes) or [np.float32] * len(shapes)
+        return cls([np.zeros((1, *shape), dt) for shape, dt in zip(shapes, dtypes)])
 
 
 @dataclass
 class DecodeJob:
     codes: np.ndarray  # [K, F] int64
     state: CodecState
-    deliver: Callable[[np.ndarray | BaseException], None]  # receives caller-owned PCM [F * hop]
+    deliver: Callable[[np.ndarray | BaseException], None]  # receives caller-owned PCM [n * hop]
     deadline: float = 0.0  # time.perf_counter() by which the caller needs it (0: at once)
+    final: bool = False  # the stream's last job: a windowed decoder emits what it held back
 
 
 class CodecDecoder(Protocol):
     """What a backend's codec decoder does for the worker."""
 
-    state_shapes: list[tuple[int, ...]]  # per state tensor, its shape without the batch dim
+    def new_state(self):
+        """A fresh stream's decoder state (opaque to the runtime; updated in place by `decode`)."""
 
     def decode(self, jobs: list[DecodeJob]) -> list[np.ndarray]:
-        """Decode jobs that share one frame count (states updated in place); caller-owned PCM each."""
+        """Decode jobs that share one frame count; caller-owned PCM each. A causal decoder returns
+        F * hop samples for F frames; a windowed one the frames it can now decode exactly (all of
+        them on the `final` job)."""
 
     def close(self) -> None: ...
 

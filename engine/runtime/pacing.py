@@ -1,7 +1,9 @@
 """Chunk pacing: how many frames each chunk of a stream holds, and when each is due.
 
 The first chunk is small (time-to-first-audio); later chunks grow while the
-stream's audio stays ahead of real-time playback. The pacer keeps its own
+stream's audio stays ahead of real-time playback. A codec that needs frames of
+look-ahead (a windowed, non-causal decoder) makes the first chunk wait for that
+many more frames; each later chunk then yields the audio of as many frames as it holds. The pacer keeps its own
 clock: playback is taken to start when the codec worker delivers the stream's
 first chunk (`on_first_audio`), and the pacer never reads the caller's metrics.
 """
@@ -31,23 +33,21 @@ class ChunkSchedule:
 class ChunkPacer:
     """One stream's chunking state (the scheduler thread's; `on_first_audio` comes from the codec thread)."""
 
-    def __init__(self, schedule: ChunkSchedule, frame_seconds: float):
-        self.schedule, self.frame_seconds = schedule, frame_seconds
+    def __init__(self, schedule: ChunkSchedule, frame_seconds: float, lookahead: int = 0):
+        self.schedule, self.frame_seconds, self.lookahead = schedule, frame_seconds, lookahead
         self.size = schedule.first  # frames the next chunk waits for
         self.frames_sent = 0  # frames handed to the codec so far
-        self.chunks_sent = 0  # non-empty chunks handed to the codec so far
         self.t_first_audio: float | None = None  # perf_counter() when the first chunk was delivered
 
     def due(self, pending: int) -> bool:
-        return pending >= self.size
+        return pending >= self.size + (self.lookahead if self.frames_sent == 0 else 0)
 
-    def take(self, n: int) -> tuple[int, int]:
-        """Hand `n` frames to the codec: returns (the chunk's first frame, its chunk index); sizes the next."""
-        start, index = self.frames_sent, self.chunks_sent
+    def take(self, n: int) -> int:
+        """Hand `n` frames to the codec: returns the first of them; sizes the next chunk."""
+        start = self.frames_sent
         self.frames_sent += n
-        self.chunks_sent += 1 if n else 0
         self.size = self.schedule.next(self.size, self.ahead())
-        return start, index
+        return start
 
     def on_first_audio(self) -> None:
         if self.t_first_audio is None:
@@ -58,10 +58,11 @@ class ChunkPacer:
         if self.t_first_audio is None:
             return True
         played = time.perf_counter() - self.t_first_audio
-        return self.frames_sent * self.frame_seconds > played + self.size * self.frame_seconds
+        audio = self.frames_sent - self.lookahead
+        return audio * self.frame_seconds > played + self.size * self.frame_seconds
 
     def deadline(self, start_frame: int) -> float:
-        """When the audio before `start_frame` will have played (before any audio: now)."""
+        """When the audio before generated frame `start_frame` will have played (before any audio: now)."""
         if self.t_first_audio is None:
             return time.perf_counter()
-        return self.t_first_audio + start_frame * self.frame_seconds
+        return self.t_first_audio + max(0, start_frame - self.lookahead) * self.frame_seconds

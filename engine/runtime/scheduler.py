@@ -29,9 +29,9 @@ class Scheduler:
     # otherwise take both cores from the codec worker and delay that stream's first audio.
     FIRST_CHUNK_WAIT_S = 0.5
 
-    def __init__(self, gen: BatchGenerator, worker: CodecWorker, sample_rate: int, *, max_queue: int = 64,
+    def __init__(self, gen: BatchGenerator, worker: CodecWorker, sample_rate: int, hop: int, *, max_queue: int = 64,
                  queue_timeout: float = 30.0, prefix_cache: PrefixCache | None = None, prefill_budget: int = 512):
-        self.gen, self.worker, self.sample_rate = gen, worker, sample_rate
+        self.gen, self.worker, self.sample_rate, self.hop = gen, worker, sample_rate, hop
         self.prefill_budget, self.prefixes = prefill_budget, prefix_cache
         self.max_queue, self.queue_timeout = max_queue, queue_timeout
         self.waiting: collections.deque[StreamState] = collections.deque()
@@ -209,21 +209,23 @@ class Scheduler:
         n = len(st.pending)
         codes = np.stack(st.pending, axis=1) if n else np.zeros((st.n_codebooks, 0), np.int64)  # [K, F]
         st.pending.clear()
-        start, index = st.pacer.take(n)
+        start = st.pacer.take(n)
         first = threading.Event() if start == 0 and n else None
-        self.worker.submit(DecodeJob(codes, st.codec_state, self._deliver(st, start, n, last, index, first),
-                                     st.pacer.deadline(start)))
+        self.worker.submit(DecodeJob(codes, st.codec_state, self._deliver(st, last, first), st.pacer.deadline(start),
+                                     final=last))
         return first
 
-    def _deliver(self, st: StreamState, start: int, n: int, last: bool, index: int, done: threading.Event | None):
-        def deliver(pcm):  # runs on the codec worker's thread
+    def _deliver(self, st: StreamState, last: bool, done: threading.Event | None):
+        def deliver(pcm):  # runs on the codec worker's thread, in order within the stream
             try:
                 if isinstance(pcm, BaseException):
                     st.out.put(pcm)
                     return
-                if n:
+                if len(pcm):
                     st.pacer.on_first_audio()
-                    st.out.put(Chunk(pcm, self.sample_rate, (start, start + n), index))
+                    n, start = len(pcm) // self.hop, st.audio_frames
+                    st.out.put(Chunk(pcm, self.sample_rate, (start, start + n), st.chunks))
+                    st.audio_frames, st.chunks = start + n, st.chunks + 1
                 if last:
                     st.wake()
             finally:

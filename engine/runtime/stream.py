@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .codec_worker import CodecState
 from .generator import Row
 from .metrics import StreamMetrics
 from .pacing import ChunkPacer
@@ -46,7 +45,7 @@ class StreamState:
 
     request: Request
     row: Row  # the generator's control state of this stream's row
-    codec_state: CodecState
+    codec_state: object  # the backend codec decoder's state for this stream
     pacer: ChunkPacer
     metrics: StreamMetrics
     n_codebooks: int
@@ -57,6 +56,8 @@ class StreamState:
     pending: list[np.ndarray] = field(default_factory=list)  # frames not yet handed to the codec
     codes: list[np.ndarray] = field(default_factory=list)  # every frame generated, [K] each
     submitted: float = 0.0
+    audio_frames: int = 0  # frames whose audio was handed out (the codec thread's counters)
+    chunks: int = 0
 
     def begin_segment(self, i: int) -> None:
         self.segment = i

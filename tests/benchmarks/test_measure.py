@@ -17,7 +17,7 @@ from cadenza.benchmarks.runners import CadenzaRunner, SequentialRunner, measure_
 from cadenza.engine.runtime.metrics import StreamMetrics
 
 SR, HOP, FPS, K = 24_000, 1920, 12.5, 4
-CALL_DELAY, FIRST_CHUNK_DELAY = 0.05, 0.03
+CALL_DELAY, FIRST_CHUNK_DELAY, GAP = 0.05, 0.03, 0.2
 
 
 class FakeStream:
@@ -30,7 +30,9 @@ class FakeStream:
 
     def __iter__(self):
         time.sleep(FIRST_CHUNK_DELAY)
-        for n in self.sizes:
+        for i, n in enumerate(self.sizes):
+            if i == 1:
+                time.sleep(GAP)  # after the first chunk: TTFA must not include it
             yield type("Chunk", (), {"pcm": np.zeros(n, np.float32)})()
 
 
@@ -50,8 +52,8 @@ class FakeEngine:
 
 def test_ttfa_counts_from_the_call_to_the_first_pcm_in_hand():
     rec = measure_engine_stream(FakeEngine([HOP, 2 * HOP, HOP]), "hi", 4, 0)
-    assert rec.ttfa_s >= CALL_DELAY + FIRST_CHUNK_DELAY
-    assert rec.ttfa_s < CALL_DELAY + FIRST_CHUNK_DELAY + 0.05
+    assert rec.ttfa_s >= CALL_DELAY + FIRST_CHUNK_DELAY  # the call's work and the wait for the first chunk
+    assert rec.ttfa_s == rec.arrivals[0] and rec.arrivals[1] - rec.ttfa_s >= GAP  # and nothing after it
     # the engine's own frame stamps are moved onto the call's clock
     assert rec.frame_times[0] >= CALL_DELAY + 0.001
 
@@ -102,7 +104,8 @@ def test_sequential_streams_wait_and_their_ttfa_includes_the_wait():
 def test_concurrent_runner_starts_streams_together():
     run = CadenzaRunner("unused", 1, 3, engine=FakeEngine([HOP, HOP])).run(3, "hi", 2, 0)
     assert len(run.streams) == 3 and all(s.queue_s < 0.02 for s in run.streams)
-    assert run.wall_s < 3 * (CALL_DELAY + FIRST_CHUNK_DELAY)  # overlapped, not one after another
+    one = CALL_DELAY + FIRST_CHUNK_DELAY + GAP
+    assert run.wall_s < 2 * one  # overlapped: three streams one after another would take 3x
     assert run.agg_x_real_time == pytest.approx(run.audio_s / run.wall_s)
 
 

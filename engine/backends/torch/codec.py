@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...runtime.codec_worker import CodecState
+
 
 @dataclass(frozen=True)
 class Ticket:
@@ -129,6 +131,9 @@ class TorchBatchDecoder:
     def __init__(self, decoder: TorchCodecDecoder):
         self.dec = decoder
         self.state_shapes = [tuple(shape) for shape in decoder.codec.decoder.state_shapes()]
+
+    def new_state(self) -> CodecState:
+        return CodecState.zeros(self.state_shapes)
 
     def decode(self, jobs) -> list[np.ndarray]:
         F = jobs[0].codes.shape[1]
