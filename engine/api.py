@@ -169,7 +169,7 @@ class Engine:
         if builtin is not None:
             return builtin
         if isinstance(voice, (str, os.PathLike, Voice)):
-            v = self._voices.resolve(voice)
+            v = self._resolve_stored(voice)
             return VoicePrompt(v.embedding if self.constants.speaker_dim else None, v.meta.get("speaker"),
                                v.prompt_codes, v.transcript)
         if not self.constants.speaker_dim:
@@ -180,6 +180,15 @@ class Engine:
             raise ValueError(f"a voice embedding must be {self.constants.speaker_dim} finite floats, "
                              f"got shape {emb.shape}")
         return VoicePrompt(emb)
+
+    def _resolve_stored(self, voice) -> Voice:
+        try:
+            return self._voices.resolve(voice)
+        except VoiceError as e:
+            if isinstance(voice, str) and self._voices.builtin and "no voice named" in str(e):
+                raise VoiceError(f"{voice!r} is neither one of this model's voices ({', '.join(self._voices.builtin)})"
+                                 f" nor a stored voice; {e}") from None
+            raise
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Offline decode of all frames [K, F] at once (from zero state): float32 [F * hop].

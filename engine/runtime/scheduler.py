@@ -146,11 +146,14 @@ class Scheduler:
     def _load_prefix(self, st: StreamState) -> None:
         """The voice prefix into the stream's row: copied from the cache, or computed (and cached)."""
         p = st.request.prefix
+        if not p.length:  # a voice named in the text prompt: nothing before the segment
+            return
         kv = self.prefixes.get(p.key) if self.prefixes is not None else None
         if kv is not None:
             self.gen.load_prefix(st.row, kv)
             return
-        self.gen.prefill([PrefillItem(st.row, p.tokens, st.request.voice)])
+        if p.tokens:
+            self.gen.prefill([PrefillItem(st.row, p.tokens, st.request.voice)])
         if p.codes is not None:
             self.gen.feed_frames(st.row, p.codes)
         if self.prefixes is not None:

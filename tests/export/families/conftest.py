@@ -1,0 +1,57 @@
+"""Fixtures of the family tests: tiny random checkpoints built with the families' own code
+(transformers, snac, tokenizers), and their bundles, once per session."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("transformers", reason="the family exporters need transformers: pip install -e .[export]")
+pytest.importorskip("snac", reason="the Orpheus exporter needs snac: pip install -e .[export]")
+
+
+@pytest.fixture(scope="session")
+def ckpt_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture(scope="session")
+def orpheus_dir(ckpt_root):
+    from family_checkpoints import make_orpheus
+
+    return make_orpheus(str(ckpt_root / "orpheus"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def snac_dir(ckpt_root):
+    from family_checkpoints import make_snac
+
+    return make_snac(str(ckpt_root / "snac"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def orpheus_bundle(orpheus_dir, snac_dir, tmp_path_factory):
+    from cadenza.export.families import export_family
+
+    return export_family("orpheus", orpheus_dir, tmp_path_factory.mktemp("orpheus_bundle"), snac_dir)
+
+
+@pytest.fixture(scope="session")
+def orpheus_hf(orpheus_dir):
+    """The family's own model: transformers' LlamaForCausalLM."""
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM.from_pretrained(orpheus_dir).eval()
+
+
+@pytest.fixture(scope="session")
+def snac_ref(snac_dir):
+    """The family's own codec (snac.SNAC) with its noise blocks removed: the deterministic reference."""
+    from snac import SNAC
+    from snac.layers import NoiseBlock
+    from torch import nn
+
+    model = SNAC.from_pretrained(snac_dir).eval()
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, NoiseBlock):
+                setattr(module, name, nn.Identity())
+    return model
