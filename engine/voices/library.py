@@ -97,11 +97,16 @@ def encode_voice(engine, pcm: np.ndarray, name: str, with_prompt: bool = False, 
     check_name(name)
     if transcript is not None and (not isinstance(transcript, str) or not transcript.strip()):
         raise VoiceError("the transcript must be non-empty text (or omitted)")
-    emb = enc.embedding(pcm)
-    codes = enc.prompt_codes(pcm) if with_prompt else None
+    context_only = not enc.bundle.has("speaker_encode")  # CSM: a voice is a context segment
+    if context_only and not (transcript and enc.bundle.has("codec_encode")):
+        raise VoiceError(f"a {enc.bundle.family} voice is a sample with its transcript (a context segment); "
+                         "pass transcript=... (`cadenza voice add SAMPLE --transcript TEXT`)")
+    emb = np.zeros(0, np.float32) if context_only else enc.embedding(pcm)
+    codes = enc.prompt_codes(pcm) if with_prompt or context_only else None
     meta = {"duration_s": round(len(pcm) / enc.sample_rate, 3), **(source_meta or {}),
             "family": enc.bundle.manifest.get("family"), "bundle_hash": enc.bundle.hash,
             "sample_rate": enc.sample_rate, "prompt_frames": 0 if codes is None else int(codes.shape[1]),
+            **({"speaker": enc.bundle.prompt.default_voice} if enc.bundle.prompt.voice_kind == "speaker" else {}),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cadenza_version": _cadenza_version()}
     return Voice(name, emb, codes, transcript.strip() if transcript else None, meta)
 

@@ -55,8 +55,10 @@ class Voice:
     def __post_init__(self):
         check_name(self.name)
         self.embedding = np.ascontiguousarray(self.embedding, np.float32).reshape(-1)
-        if self.embedding.size == 0 or not np.isfinite(self.embedding).all():
-            raise VoiceError(f"voice {self.name!r}: the embedding must be non-empty and finite")
+        if not np.isfinite(self.embedding).all():
+            raise VoiceError(f"voice {self.name!r}: the embedding must be finite")
+        if self.embedding.size == 0 and self.prompt_codes is None:
+            raise VoiceError(f"voice {self.name!r} has neither a speaker embedding nor prompt codes")
         if self.prompt_codes is not None:
             self.prompt_codes = np.ascontiguousarray(self.prompt_codes, np.int64)
             if self.prompt_codes.ndim != 2:

@@ -150,8 +150,8 @@ def graph_specs(model, mimi, max_seq_len: int) -> list[GraphSpec]:
 
 def codec_specs(mimi, K: int) -> list[GraphSpec]:
     """Mimi's streaming decoder (state in, state out) and its encoder (for context segments)."""
-    dec = MimiStreamingDecoder(mimi, K).eval()
-    hop = dec.hop
+    dec = MimiStreamingDecoder(mimi).eval()
+    hop = dec.samples_per_frame
     st_in, st_out, state, example = [], [], [], []
     for name, shape, dtype in dec.state_specs():
         t = INT if dtype == torch.int64 else FLOAT

@@ -12,8 +12,6 @@ exported to the `flat` token layout:
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -146,4 +144,4 @@ def source(checkpoint: str, codec: str | None, model) -> dict:
             "architecture": "LlamaForCausalLM", "config": model.config.to_dict()}
 
 
-__all__ = ["FAMILY", "VOICES", "load", "graph_specs", "blocks", "source", "Path"]
+__all__ = ["FAMILY", "VOICES", "load", "graph_specs", "blocks", "source"]

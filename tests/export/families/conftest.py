@@ -55,3 +55,25 @@ def snac_ref(snac_dir):
             if isinstance(child, NoiseBlock):
                 setattr(module, name, nn.Identity())
     return model
+
+
+@pytest.fixture(scope="session")
+def csm_dir(ckpt_root):
+    from family_checkpoints import make_csm
+
+    return make_csm(str(ckpt_root / "csm"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def csm_bundle(csm_dir, tmp_path_factory):
+    from cadenza.export.families import export_family
+
+    return export_family("csm", csm_dir, tmp_path_factory.mktemp("csm_bundle"))
+
+
+@pytest.fixture(scope="session")
+def csm_hf(csm_dir):
+    """The family's own model: transformers' CsmForConditionalGeneration (Mimi inside)."""
+    from transformers import CsmForConditionalGeneration
+
+    return CsmForConditionalGeneration.from_pretrained(csm_dir).eval()
