@@ -34,9 +34,9 @@ class CsmBackbone(nn.Module):
 
     def __init__(self, hf: nn.Module, max_seq_len: int):
         super().__init__()
-        self.text_emb = nn.Embedding.from_pretrained(hf.embed_text_tokens.weight.detach().float().clone())
+        self.text_emb = nn.Embedding.from_pretrained(hf.embed_text_tokens.weight.detach().float())
         audio = hf.backbone_model.embed_tokens
-        self.audio_emb = nn.Embedding.from_pretrained(audio.embed_audio_tokens.weight.detach().float().clone())
+        self.audio_emb = nn.Embedding.from_pretrained(audio.embed_audio_tokens.weight.detach().float())
         self.register_buffer("offsets", audio.audio_tokens_offsets.detach().clone(), persistent=False)  # [K]
         self.body = llama.from_hf(hf.backbone_model, hf.config, max_seq_len)
         self.head = nn.Linear(hf.config.hidden_size, hf.config.vocab_size, bias=False)
@@ -80,11 +80,11 @@ class CsmDepth(nn.Module):
         super().__init__()
         d = hf.depth_decoder
         self.V = d.config.vocab_size
-        self.code_emb = nn.Embedding.from_pretrained(d.model.embed_tokens.weight.detach().float().clone())
+        self.code_emb = nn.Embedding.from_pretrained(d.model.embed_tokens.weight.detach().float())
         self.proj = nn.Linear(d.config.backbone_hidden_size, d.config.hidden_size, bias=False)
         self.proj.weight.data.copy_(d.model.inputs_embeds_projector.weight.detach().float())
         self.body = llama.from_hf(d.model, d.config, d.config.max_position_embeddings)
-        self.heads = nn.Parameter(d.codebooks_head.weight.detach().float().clone(), requires_grad=False)  # [K-1, Dd, V]
+        self.heads = nn.Parameter(d.codebooks_head.weight.detach().float(), requires_grad=False)  # [K-1, Dd, V]
 
     def forward(self, hidden, prev_code, depth_pos, *past):
         """hidden [B, D], prev_code [B], depth_pos [1] -> (logits [B, V], new K/V...)."""

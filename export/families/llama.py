@@ -7,7 +7,9 @@ head h reads kv head h // groups), SwiGLU. `from_hf` builds a
 `cadenza.export.model.transformer.Transformer` of the same shape, copies the
 weights by the explicit table `TENSOR_NAMES`, and takes the rotary inverse
 frequencies from the family's own rotary module (so llama3 frequency scaling is
-exactly the family's). What the family's module does differently is refused.
+exactly the family's). The weights are shared with the family's module, not copied (a 1B
+model is exported in the memory of one copy). What the family's module does differently is
+refused.
 """
 from __future__ import annotations
 
@@ -53,13 +55,14 @@ def config_of(hf_config, max_seq_len: int) -> TransformerConfig:
 def from_hf(decoder: torch.nn.Module, hf_config, max_seq_len: int) -> Transformer:
     """A `Transformer` with the weights of `decoder` (a family's decoder module, e.g. `LlamaModel`)."""
     cfg = config_of(hf_config, max_seq_len)
-    body = Transformer(cfg).eval()
+    with torch.device("meta"):  # no memory for weights that are about to be replaced
+        body = Transformer(cfg).eval()
     theirs = decoder.state_dict()
     ours = {}
     for i in range(cfg.n_layers):
         for src, dst in TENSOR_NAMES.items():
             ours[dst.format(i=i)] = _take(theirs, src.format(i=i))
-    missing, unexpected = body.load_state_dict(ours, strict=False)
+    missing, unexpected = body.load_state_dict(ours, strict=False, assign=True)  # shares the family's tensors
     if missing or unexpected:
         raise CheckpointError(f"the checkpoint's decoder does not map onto Cadenza's: missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]}")
@@ -68,7 +71,7 @@ def from_hf(decoder: torch.nn.Module, hf_config, max_seq_len: int) -> Transforme
         raise CheckpointError(f"rotary type {rotary.rope_type!r} scales attention; only frequency-scaling types "
                               "(default, llama3) are supported")
     for layer in body.layers:
-        layer.attn.inv_freq.copy_(rotary.inv_freq.float())
+        layer.attn.inv_freq = rotary.inv_freq.detach().float().clone()
     return body
 
 

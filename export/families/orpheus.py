@@ -35,7 +35,7 @@ class FlatBackbone(nn.Module):
 
     def __init__(self, hf: nn.Module, max_seq_len: int):
         super().__init__()
-        self.embed = nn.Embedding.from_pretrained(hf.model.embed_tokens.weight.detach().float().clone())
+        self.embed = nn.Embedding.from_pretrained(hf.model.embed_tokens.weight.detach().float())
         self.body = llama.from_hf(hf.model, hf.config, max_seq_len)
         self.head = nn.Parameter(hf.lm_head.weight.detach()[CUSTOM_BASE:].float().clone(), requires_grad=False)
 
