@@ -9,12 +9,17 @@
   grown by `np.concatenate` every step and fed back as the past inputs.
   Tensor names come from the manifest.
 
-Both are `FrameSource`s: `begin` prefills a prompt, `next_frame` returns one
-frame of codes, `decode` turns frames into PCM with the streaming codec (state
-carried between chunks). `drive` runs one stream over a source: synchronous,
-in the caller's thread, the first chunk decoded after the first frame, later
-chunks growing with Cadenza's own `ChunkSchedule` rule, and everything timed
-from the call. torch is imported only when a `TorchEager` is built.
+- `reference`: the bundle family's own pipeline (`family_baselines.py`): for the
+  reference family the same loop as `torch-eager`; for Orpheus and CSM the
+  family's transformers model and codec, as their own code drives them.
+
+All are `FrameSource`s: `begin` prefills a prompt, `next_frame` returns one
+frame of codes, `decode` turns frames into PCM (the streaming codec with its
+state carried between chunks, or the family's own decoding). `drive` runs one
+stream over a source: synchronous, in the caller's thread, the first chunk
+decoded after the first frame, later chunks growing with Cadenza's own
+`ChunkSchedule` rule (unless the source has its own `schedule`), everything
+timed from the call. torch is imported only when a torch source is built.
 """
 from __future__ import annotations
 
@@ -59,7 +64,7 @@ def drive(src: FrameSource, text: str, frames: int, seed: int, queue_s: float = 
     Returns:
         the stream's `StreamRecord`.
     """
-    sched = schedule or ChunkSchedule()
+    sched = schedule or getattr(src, "schedule", lambda n: None)(frames) or ChunkSchedule()
     m = StreamMetrics(src.sample_rate, src.frame_rate, src.n_codebooks)  # t_start: now
     src.begin(text, seed)
     pending: list[np.ndarray] = []
@@ -70,9 +75,10 @@ def drive(src: FrameSource, text: str, frames: int, seed: int, queue_s: float = 
         if len(pending) < size and f + 1 < frames:
             continue
         sent += len(pending)
-        pcm = src.decode(np.stack(pending, axis=1))  # [K, F] -> [F * hop]
+        pcm = src.decode(np.stack(pending, axis=1))  # [K, F] -> [F * hop] (a windowed source: fewer)
         pending.clear()
-        m.on_chunk(len(pcm))
+        if len(pcm):  # time-to-first-audio counts audio, not a call that returned none
+            m.on_chunk(len(pcm))
         size = sched.next(size, _ahead(m, sent, size, src.hop))
     m.on_end()
     return StreamRecord.from_metrics(m, queue_s)
@@ -80,6 +86,8 @@ def drive(src: FrameSource, text: str, frames: int, seed: int, queue_s: float = 
 
 def _ahead(m: StreamMetrics, frames_sent: int, size: int, hop: int) -> bool:
     """Cadenza's rule: grow chunks only while the audio sent leads playback by a chunk."""
+    if not m.arrivals:
+        return True
     played = time.perf_counter() - m.t_start - m.arrivals[0]
     return frames_sent * hop / m.sample_rate > played + size * hop / m.sample_rate
 
@@ -251,4 +259,15 @@ class OrtNaive:
         self.sess.clear()
 
 
-BASELINES = {"torch-eager": TorchEager, "ort-naive": OrtNaive}
+def reference(bundle: str | Path, threads: int):
+    """The family's own pipeline for this bundle."""
+    family = Bundle.load(bundle, verify=False).family
+    if family == "cadenza-reference":
+        return TorchEager(bundle, threads)
+    from .family_baselines import FAMILY_REFERENCES
+
+    return FAMILY_REFERENCES[family](bundle, threads)
+
+
+BASELINES = {"torch-eager": TorchEager, "ort-naive": OrtNaive, "reference": reference}
+REFERENCE_FAMILY_ONLY = ("torch-eager", "ort-naive")

@@ -35,7 +35,7 @@ from pathlib import Path
 from cadenza.engine.contract import text as tok
 from cadenza.engine.contract.bundle import Bundle
 
-from .baselines import BASELINES, SAMPLING
+from .baselines import BASELINES, REFERENCE_FAMILY_ONLY, SAMPLING
 from .measure import HIGHER_IS_BETTER, LOWER_IS_BETTER, definitions, summarize
 from .runners import ENGINE
 from .workers import Job, interleave, start_workers
@@ -67,19 +67,27 @@ class BenchConfig:
     seed: int = 0
     positions: list[int] = field(default_factory=list)
     isolate: bool = True  # one worker process per engine x scenario
+    prompt_len: int = 0  # set by `check`: the prompt's positions on the bundle (its voice prefix included)
 
     def check(self, bundle: Bundle) -> None:
         """Raise ValueError (one line) for settings that cannot run on `bundle`."""
         unknown = [b for b in self.baselines if b not in BASELINES]
         if unknown:
             raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(BASELINES)}")
+        wrong = [b for b in self.baselines if b in REFERENCE_FAMILY_ONLY and bundle.family != "cadenza-reference"]
+        if wrong:
+            raise ValueError(f"baseline(s) {wrong} drive the reference family; for a {bundle.family} bundle use "
+                             "--baselines reference (the family's own pipeline)")
+        prefix = 1 if bundle.prompt.voice_kind == "embedding" else 0  # the reference family's VOICE slot
+        self.prompt_len = prefix + len(bundle.prompt.tokens(bundle.tokenizer, tok.check_text(self.text), None))
         for name, v, lo in (("runs", self.runs, 1), ("warmup", self.warmup, 0), ("frames", self.frames, 1),
                             ("threads", self.threads, 1), ("seed", self.seed, 0)):
             if v < lo:
                 raise ValueError(f"--{name} must be >= {lo}, got {v}")
         if not self.streams or min(self.streams) < 1:
             raise ValueError(f"--streams must be positive counts like 1,4,16, got {self.streams}")
-        room = bundle.constants.max_seq_len - self.prompt_len
+        per_frame = bundle.layout.tokens_per_frame
+        room = (bundle.constants.max_seq_len - self.prompt_len) // per_frame
         if self.frames > room:
             raise ValueError(f"--frames {self.frames} plus the {self.prompt_len}-token prompt exceed the model's "
                              f"{bundle.constants.max_seq_len} positions; use --frames <= {room} or a shorter text")
@@ -87,10 +95,6 @@ class BenchConfig:
         if bad:
             raise ValueError(f"--positions {bad} must lie between the prompt ({self.prompt_len} tokens) "
                              f"and the model's {bundle.constants.max_seq_len} positions")
-
-    @property
-    def prompt_len(self) -> int:
-        return len(tok.prompt_tokens(tok.check_text(self.text)))
 
     def long_frames(self, max_len: int) -> int:
         """Frames of the long stream that reaches past the highest position (+8 to fill its bin)."""
@@ -196,7 +200,7 @@ def collect_meta(cfg: BenchConfig, bundle: Bundle) -> dict:
         "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "device": "cpu", "threads": cfg.threads, "platform": platform.platform(), "versions": _versions(),
         "bundle": str(cfg.bundle), "bundle_hash": bundle.hash,
-        "bundle_config": bundle.manifest.get("size") or bundle.config.get("name"),
+        "bundle_config": bundle.manifest.get("size") or bundle.family,
         "text": cfg.text, "prompt_tokens": cfg.prompt_len, "frames": cfg.frames,
         "audio_s_per_stream": cfg.frames * c.hop / c.sample_rate, "seed": cfg.seed, "sampling": SAMPLING,
         "engines": [ENGINE, *cfg.baselines], "streams": cfg.streams, "runs": cfg.runs, "warmup": cfg.warmup,

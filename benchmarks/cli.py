@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="latency benchmark of Cadenza's engine against baselines")
     p.add_argument("--bundle", required=True, help="the bundle directory (from `cadenza export`)")
     p.add_argument("--baselines", default="torch-eager,ort-naive",
-                   help="comma-separated: torch-eager, ort-naive (empty: Cadenza's engine only)")
+                   help="comma-separated: torch-eager, ort-naive (the reference family's loop driven naively), "
+                        "reference (the bundle family's own pipeline); empty: Cadenza's engine only")
     p.add_argument("--streams", default="1,4,16", help="concurrent stream counts, e.g. 1,4,16")
     p.add_argument("--runs", type=int, default=3, help="timed runs per engine x scenario")
     p.add_argument("--warmup", type=int, default=1, help="discarded warm-up runs before the timed ones")

@@ -127,10 +127,6 @@ class Bundle:
     def family(self) -> str | None:
         return self.manifest.get("family")
 
-    @property
-    def config(self) -> dict:
-        return self.manifest["config"]
-
     def has(self, role: str) -> bool:
         return role in self.manifest["graphs"]
 

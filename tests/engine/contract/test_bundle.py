@@ -16,7 +16,7 @@ def test_load_good_bundle(tiny_bundle):
     assert b.path == Path(tiny_bundle)
     c = b.constants
     assert (c.sample_rate, c.hop, c.frame_rate, c.n_codebooks) == (24000, 1920, 12.5, 4)
-    assert b.config["codec"]["n_codebooks"] == 4
+    assert b.manifest["config"]["codec"]["n_codebooks"] == 4
     assert len(b.hash) == 64 and b.hash == b.manifest["content_sha256"]
     for role in ROLES:
         assert b.has(role) and b.graph_path(role).is_file()

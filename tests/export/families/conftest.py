@@ -15,14 +15,14 @@ def ckpt_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def orpheus_dir(ckpt_root):
-    from family_checkpoints import make_orpheus
+    from cadenza.benchmarks.random_checkpoints import make_orpheus
 
     return make_orpheus(str(ckpt_root / "orpheus"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def snac_dir(ckpt_root):
-    from family_checkpoints import make_snac
+    from cadenza.benchmarks.random_checkpoints import make_snac
 
     return make_snac(str(ckpt_root / "snac"), seed=0)
 
@@ -59,7 +59,7 @@ def snac_ref(snac_dir):
 
 @pytest.fixture(scope="session")
 def csm_dir(ckpt_root):
-    from family_checkpoints import make_csm
+    from cadenza.benchmarks.random_checkpoints import make_csm
 
     return make_csm(str(ckpt_root / "csm"), seed=0)
 

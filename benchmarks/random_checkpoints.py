@@ -1,11 +1,17 @@
 """Random-weight checkpoints shaped like Orpheus, SNAC 24 kHz and CSM, written to local dirs.
 
-`make_orpheus`, `make_snac` and `make_csm` build tiny models (seconds, tens of MB) with the real
-vocabularies, special-token ids, rates and hop sizes, so loaders, exporters and streaming code can
-be tested without Hugging Face hub access. `make_csm(..., real_shapes=True)` builds csm-1b's full
-architecture (~1.6B parameters, ~6.6 GB of fp32 safetensors) with random weights.
+`make_orpheus`, `make_snac` and `make_csm` build models with the families' own classes and the
+real vocabularies, special-token ids, rates and hop sizes, so loaders, exporters and streaming
+code can be tested and benchmarked without Hugging Face hub access. Sizes:
 
-Depends only on torch, transformers, snac and tokenizers (through `tiny_tokenizers`).
+- `tiny`: seconds, tens of MB (the tests);
+- `cpu`: a ~150-200M backbone with the real vocabulary, and the real codec config (benchmarks);
+- `real`: the published architecture (csm-1b: ~1.6B parameters; Orpheus: Llama-3.2-3B).
+
+    python -m cadenza.benchmarks.random_checkpoints --family orpheus --size cpu --out ckpt/orpheus
+    python -m cadenza.benchmarks.random_checkpoints --family csm --size cpu --out ckpt/csm
+
+Needs the [export] extra (torch, transformers, snac, tokenizers).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch
 from snac import SNAC
 from transformers import CsmConfig, CsmForConditionalGeneration, LlamaConfig, LlamaForCausalLM
 
-from family_tokenizers import csm_tokenizer, orpheus_tokenizer
+from .random_tokenizers import csm_tokenizer, orpheus_tokenizer
 
 LLAMA3_ROPE = {
     "rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "high_freq_factor": 4.0,
@@ -39,6 +45,13 @@ SNAC_24KHZ = dict(
     vq_strides=[4, 2, 1], noise=True, depthwise=True,
 )
 SNAC_TINY = dict(SNAC_24KHZ, encoder_dim=8, decoder_dim=32)
+ORPHEUS_SIZES = {
+    "tiny": ORPHEUS_TINY,
+    "cpu": dict(ORPHEUS_TINY, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                num_attention_heads=12, num_key_value_heads=4, head_dim=64),
+    "real": dict(ORPHEUS_TINY, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                 num_attention_heads=24, num_key_value_heads=8, head_dim=128),
+}
 
 # Mimi shaped like kyutai/mimi (hop 1920, 12.5 Hz, sliding window 250) with tiny widths.
 MIMI_TINY = dict(
@@ -53,19 +66,20 @@ MIMI_TINY = dict(
 )
 
 
-def make_orpheus(out_dir: str, seed: int = 0) -> str:
-    """Write a tiny random Orpheus checkpoint (Llama backbone + Orpheus tokenizer).
+def make_orpheus(out_dir: str, seed: int = 0, size: str = "tiny") -> str:
+    """Write a random Orpheus checkpoint (Llama backbone + Orpheus tokenizer).
 
     Args:
         out_dir: directory to create/overwrite (config.json, model.safetensors,
             generation_config.json, tokenizer.json, tokenizer_config.json).
         seed: torch seed for the random weights.
+        size: "tiny", "cpu" or "real" (`ORPHEUS_SIZES`).
 
     Returns:
         out_dir.
     """
     torch.manual_seed(seed)
-    config = LlamaConfig(rope_parameters=dict(LLAMA3_ROPE), **ORPHEUS_TINY)
+    config = LlamaConfig(rope_parameters=dict(LLAMA3_ROPE), **ORPHEUS_SIZES[size])
     model = LlamaForCausalLM(config).eval()
     model.save_pretrained(out_dir, safe_serialization=True)
     orpheus_tokenizer(config.vocab_size).save_pretrained(out_dir)
@@ -134,21 +148,30 @@ def make_snac(out_dir: str, seed: int = 0, config: dict | None = None, calibrate
     return out_dir
 
 
-def csm_config(real_shapes: bool = False, num_codebooks: int = 32) -> CsmConfig:
-    """CSM config: csm-1b's shapes, or a tiny one with the same vocabularies and ids.
+def csm_config(size: str = "tiny", num_codebooks: int = 32) -> CsmConfig:
+    """CSM config: csm-1b's shapes ("real"), a CPU-sized one with the real vocabularies and the real
+    Mimi ("cpu"), or a tiny one with the same vocabularies and ids ("tiny").
 
     Args:
-        real_shapes: True for csm-1b (backbone 2048x16, depth 1024x4, kyutai/mimi codec).
-        num_codebooks: K (tiny config only; csm-1b uses 32).
+        size: "tiny", "cpu" or "real" (csm-1b: backbone 2048x16, depth 1024x4, kyutai/mimi codec).
+        num_codebooks: K (tiny config only; the others use 32).
 
     Returns:
         a `CsmConfig`.
     """
-    if real_shapes:
+    if size == "real":
         mimi = {"model_type": "mimi", "num_quantizers": 32}
         depth = {"rope_parameters": dict(LLAMA3_ROPE)}
         return CsmConfig(rope_parameters=dict(LLAMA3_ROPE), depth_decoder_config=depth,
                          codec_config=mimi)
+    if size == "cpu":
+        depth = dict(num_codebooks=32, backbone_hidden_size=768, vocab_size=2051, hidden_size=512,
+                     intermediate_size=1536, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
+                     head_dim=64, max_position_embeddings=33, rope_parameters=dict(LLAMA3_ROPE))
+        return CsmConfig(num_codebooks=32, vocab_size=2051, text_vocab_size=128256, hidden_size=768,
+                         intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4,
+                         head_dim=64, max_position_embeddings=2048, rope_parameters=dict(LLAMA3_ROPE),
+                         depth_decoder_config=depth, codec_config={"model_type": "mimi", "num_quantizers": 32})
     depth = dict(
         num_codebooks=num_codebooks, backbone_hidden_size=64, vocab_size=2051, hidden_size=32,
         intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -217,24 +240,46 @@ def calibrate_mimi_output(mimi: torch.nn.Module, generator: torch.Generator,
     last.bias.copy_((last.bias - audio.mean()) * k)
 
 
-def make_csm(out_dir: str, seed: int = 0, real_shapes: bool = False, num_codebooks: int = 32) -> str:
+def make_csm(out_dir: str, seed: int = 0, size: str = "tiny", num_codebooks: int = 32) -> str:
     """Write a random CSM checkpoint (backbone + depth decoder + Mimi codec + tokenizer).
 
     Args:
         out_dir: directory to create (config.json, generation_config.json, model.safetensors
             [sharded for real shapes], tokenizer.json, tokenizer_config.json).
         seed: torch seed for the random weights.
-        real_shapes: build csm-1b's architecture (~1.6B params, needs ~14 GB RAM, ~6.6 GB disk).
+        size: "tiny", "cpu" or "real" (csm-1b's architecture: ~1.6B params, ~7.4 GB RAM, ~6.6 GB disk).
         num_codebooks: K for the tiny config.
 
     Returns:
         out_dir.
     """
     torch.manual_seed(seed)
-    model = CsmForConditionalGeneration(csm_config(real_shapes, num_codebooks)).eval()
+    model = CsmForConditionalGeneration(csm_config(size, num_codebooks)).eval()
     gen = torch.Generator().manual_seed(seed + 1)
     randomize_mimi_extras(model.codec_model, gen)
     calibrate_mimi_output(model.codec_model, gen)
     model.save_pretrained(out_dir, safe_serialization=True)
     csm_tokenizer().save_pretrained(out_dir)
     return out_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="write a random-weight checkpoint of a published TTS family")
+    p.add_argument("--family", required=True, choices=["orpheus", "snac", "csm"])
+    p.add_argument("--size", default="tiny", choices=["tiny", "cpu", "real"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    if a.family == "snac":
+        make_snac(a.out, a.seed, SNAC_TINY if a.size == "tiny" else SNAC_24KHZ)
+    elif a.family == "orpheus":
+        make_orpheus(a.out, a.seed, a.size)
+    else:
+        make_csm(a.out, a.seed, a.size)
+    print(a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,7 @@ value), no merges, and put every special token at the id the real checkpoints us
 `added_tokens` entries with explicit ids. Text therefore tokenizes to one id per UTF-8 byte,
 which is enough for tests that need real special-token ids and a real `tokenizer.json`.
 
-Depends only on `tokenizers` and `transformers`.
+Depends only on `tokenizers` and `transformers`; used by `random_checkpoints.py`.
 """
 
 from __future__ import annotations
