@@ -113,16 +113,20 @@ class Engine:
         return cls(b, backend, **kwargs)
 
     # --- streams --------------------------------------------------------------
-    def stream(self, text: str, voice=None, *, frames: int | None = None, sampling: SamplingParams | None = None,
-               **sampling_kwargs) -> Stream:
+    def stream(self, text, voice=None, *, frames: int | None = None, sampling: SamplingParams | None = None,
+               feed_rules=None, **sampling_kwargs) -> Stream:
         """Start synthesising `text`; iterate the returned `Stream` for `Chunk`s.
 
         Args:
-            text: any length; long text is split at sentence / clause boundaries.
+            text: a str of any length (long text is split at sentence / clause boundaries), or an
+                iterable or async iterable of str pieces (incremental text, e.g. an LLM's output):
+                speech starts at the first clause boundary (`runtime/text_feed.py`; an async
+                iterable needs a running event loop in this thread).
             voice: None (the family's default voice), a built-in voice (`engine.voices.builtin`:
                 Orpheus names, CSM speaker ids), a stored voice's name, a `.safetensors` voice
                 file, a `Voice`, or (reference family) a speaker embedding [E].
             frames: force exactly this many frames (benchmarks); the text must fit one segment.
+            feed_rules: `FeedRules` for incremental text (where segments are released).
             sampling / **sampling_kwargs: `SamplingParams` or its fields
                 (seed, temperature, top_k, top_p, repetition_penalty, greedy); unset fields
                 take the family's defaults.
@@ -133,15 +137,25 @@ class Engine:
             raise TypeError(f"give either sampling=SamplingParams(...) or keyword arguments, not both "
                             f"({sorted(sampling_kwargs)})")
         params = sampling or self.sampling_params(**sampling_kwargs)
+        if not isinstance(text, str) and (hasattr(text, "__iter__") or hasattr(text, "__aiter__")):
+            from .runtime.text_feed import open_fed_stream
+
+            if frames is not None:
+                raise ValueError("frames=N needs the whole text as one str, not an iterable of pieces")
+            return open_fed_stream(self, text, self._voice_prompt(voice), params, feed_rules)
         req = self._builder.build(text, self._voice_prompt(voice), frames, params)
-        st = StreamState(req, Row(StreamSampler(params, self.n_codebooks), forced=req.forced), self._codec.new_state(),
-                         ChunkPacer(self.chunk, self.hop / self.sample_rate, self.bundle.codec.lookahead),
-                         StreamMetrics(self.sample_rate, self.frame_rate, self.n_codebooks,
-                                       segments=len(req.segments), seed=params.seed), self.n_codebooks)
+        st = self._new_state(req, params)
         self.scheduler.submit(st)
         return Stream(st, self.scheduler, self.sample_rate)
 
-    def astream(self, text: str, voice=None, **kwargs):
+    def _new_state(self, req, params: SamplingParams) -> StreamState:
+        return StreamState(req, Row(StreamSampler(params, self.n_codebooks), forced=req.forced),
+                           self._codec.new_state(),
+                           ChunkPacer(self.chunk, self.hop / self.sample_rate, self.bundle.codec.lookahead),
+                           StreamMetrics(self.sample_rate, self.frame_rate, self.n_codebooks,
+                                         segments=len(req.segments), seed=params.seed), self.n_codebooks)
+
+    def astream(self, text, voice=None, **kwargs):
         """The asyncio twin of `stream`: `async for chunk in engine.astream(...)`."""
         return self.stream(text, voice, **kwargs).__aiter__()
 

@@ -36,6 +36,11 @@ class StreamMetrics:
     t_end: float | None = None
     segments: int = 1
     seed: int | None = None
+    text_waits: list[float] = field(default_factory=list)  # seconds since t_start: text came after a wait
+
+    def on_text(self) -> None:
+        """Incremental text: the stream's next segment came after the stream had waited for it."""
+        self.text_waits.append(time.perf_counter() - self.t_start)
 
     def on_frame(self) -> None:
         self.frame_times.append(time.perf_counter() - self.t_start)
@@ -61,15 +66,18 @@ class StreamMetrics:
         return len(self.frame_times)
 
     def playback(self) -> tuple[int, float]:
-        """(underruns, total stall seconds) with playback starting at the first chunk."""
+        """(underruns, total stall seconds) with playback starting at the first chunk. Incremental
+        text: a chunk late because the text itself came after the audio ran out is no underrun
+        (playback restarts at that chunk)."""
         underruns, stall = 0, 0.0
         if not self.arrivals:
             return 0, 0.0
         clock = self.arrivals[0]  # when the audio so far will have finished playing
         for arrival, n in zip(self.arrivals, self.chunk_samples):
             if arrival > clock + 1e-9:
-                underruns += 1
-                stall += arrival - clock
+                if not any(clock <= t < arrival for t in self.text_waits):
+                    underruns += 1
+                    stall += arrival - clock
                 clock = arrival
             clock += n / self.sample_rate
         return underruns, stall

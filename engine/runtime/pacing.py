@@ -53,6 +53,17 @@ class ChunkPacer:
         if self.t_first_audio is None:
             self.t_first_audio = time.perf_counter()
 
+    def on_resume(self) -> None:
+        """The stream is back after waiting for text: if its audio ran dry meanwhile, playback
+        restarts now (the clock moves on by the gap) and the next chunk is small again."""
+        if self.t_first_audio is None:
+            return
+        dry = self.t_first_audio + max(0, self.frames_sent - self.lookahead) * self.frame_seconds
+        now = time.perf_counter()
+        if now > dry:
+            self.t_first_audio += now - dry
+            self.size = self.schedule.first
+
     def ahead(self) -> bool:
         """Is the audio handed out ahead of real-time playback by at least one more chunk?"""
         if self.t_first_audio is None:

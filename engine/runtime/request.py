@@ -97,3 +97,21 @@ class RequestBuilder:
                     f"({self.per_frame} positions each) exceeds max_len={self.max_len}; raise max_len, shorten the "
                     "text or lower frames")
         return Request(tuple(prompts), tuple(bounds), voice.embedding, prefix, params, forced=frames is not None)
+
+    # --- incremental text (`runtime/text_feed.py`): segments built one at a time -----------------
+    def text_limit(self, voice: VoicePrompt, prefix: Prefix) -> int:
+        """The most UTF-8 bytes one text segment may hold (it fits a slot after `prefix`, with its frames)."""
+        b = self.b
+        overhead = len(b.prompt.tokens(b.tokenizer, "", voice.name))
+        return b.length.longest_text(self.max_len - prefix.length, self.frame_rate, self.per_frame, overhead)
+
+    def segment(self, text: str, voice: VoicePrompt, prefix: Prefix) -> tuple[tuple[int, ...], tuple[int, int]]:
+        """One segment of incremental text: (its prompt tokens, its (min, max) frames), as `build` makes
+        them. Raises KVCacheExhausted if it does not fit a slot (a segment within `text_limit` does)."""
+        b = self.b
+        bounds = b.length.bounds(text, self.frame_rate)
+        prompt = tuple(b.prompt.tokens(b.tokenizer, text, voice.name))
+        if prefix.length + len(prompt) + bounds[1] * self.per_frame > self.max_len:
+            raise KVCacheExhausted(f"a voice prefix of {prefix.length} plus a prompt of {len(prompt)} tokens plus "
+                                   f"{bounds[1]} frames exceeds max_len={self.max_len}; raise max_len")
+        return prompt, bounds

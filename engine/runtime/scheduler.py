@@ -36,6 +36,7 @@ class Scheduler:
         self.max_queue, self.queue_timeout = max_queue, queue_timeout
         self.waiting: collections.deque[StreamState] = collections.deque()
         self.running: dict = {}  # Row -> StreamState
+        self.parked: set[StreamState] = set()  # incremental text: out of a slot until their next segment
         self.cond = threading.Condition()
         self.closed = False
         self.thread = threading.Thread(target=self._loop, name="cadenza-scheduler", daemon=True)
@@ -60,8 +61,32 @@ class Scheduler:
             if st in self.waiting:
                 self.waiting.remove(st)
                 st.finish(StreamCancelled("cancelled while waiting for a slot"))
+            elif st in self.parked:
+                self.parked.discard(st)
+                st.finish(StreamCancelled("cancelled while waiting for text"))
             self.cond.notify_all()
+        if st.feed is not None:
+            st.feed.stop()
         st.wake()
+
+    def resume(self, st: StreamState) -> None:
+        """Incremental text: a parked stream's next segment (or its end) has come. It rejoins at the
+        front of the queue (it was admitted before) or, at the end of its text, finishes."""
+        with self.cond:
+            if st not in self.parked:
+                return  # still running: it takes the segment when its current one ends
+            self.parked.discard(st)
+            if self.closed:
+                return st.finish(EngineClosed("the engine closed while this stream waited for text"))
+            if st.next_segment() == "ready":
+                st.resumed, st.submitted = True, time.perf_counter()
+                st.metrics.on_text()
+                st.pacer.on_resume()
+                self.waiting.appendleft(st)
+                self.cond.notify_all()
+                return
+        self._maybe_flush(st, last=True)  # the end of its text: what a windowed codec held back
+        st.finish(None)
 
     @property
     def active(self) -> int:
@@ -74,8 +99,9 @@ class Scheduler:
     def close(self) -> None:
         with self.cond:
             self.closed = True
-            pending = list(self.waiting)
+            pending = list(self.waiting) + list(self.parked)
             self.waiting.clear()
+            self.parked.clear()
             self.cond.notify_all()
         for st in pending:
             st.finish(EngineClosed("the engine closed before this stream started"))
@@ -109,7 +135,7 @@ class Scheduler:
         now, out, tokens = time.perf_counter(), [], 0
         rows = self.gen.rows
         while self.waiting and len(rows) + len(out) < rows.slots:
-            cost = self.waiting[0].request.prefill_tokens
+            cost = self.waiting[0].prefill_tokens
             if out and self.running and tokens + cost > self.prefill_budget:
                 break
             tokens += cost
@@ -130,7 +156,7 @@ class Scheduler:
             self.gen.add(st.row)
             self.running[st.row] = st
             try:
-                st.begin_segment(0)
+                st.begin_segment(st.start_index)
                 self._load_prefix(st)
                 ready.append(st)
             except Exception as e:
@@ -138,7 +164,7 @@ class Scheduler:
         if not ready:
             return
         try:
-            self.gen.prefill([PrefillItem(st.row, st.request.segments[0], st.request.voice) for st in ready])
+            self.gen.prefill([PrefillItem(st.row, st.prompt(st.segment), st.request.voice) for st in ready])
         except Exception as e:
             for st in ready:
                 self._leave(st, e)
@@ -168,21 +194,23 @@ class Scheduler:
             frames = self.gen.frame()
         except Exception as e:
             return self._fail_all(e)
-        leaving, reprefill, firsts = [], [], []
+        leaving, reprefill, parking, firsts = [], [], [], []
         for row, frame in zip(list(self.gen.rows), frames):
             st = self.running[row]
             if frame is not None:
                 st.pending.append(frame)
                 st.codes.append(frame)
                 st.metrics.on_frame()
-            done = frame is None or row.segment_done
-            if done:
-                (reprefill if st.has_next_segment else leaving).append(st)
-            first = self._maybe_flush(st, last=done and not st.has_next_segment)
+            nxt = st.next_segment() if frame is None or row.segment_done else None
+            if nxt is not None:
+                {"ready": reprefill, "end": leaving, "wait": parking}[nxt].append(st)
+            first = self._maybe_flush(st, last=nxt == "end", flush=nxt == "wait")
             if first is not None:
                 firsts.append(first)
         for st in leaving:
             self._leave(st, None)
+        for st in parking:
+            self._park(st, reprefill)
         if firsts:  # while the codec decodes first chunks, admit and prefill the streams that arrived
             with self.cond:
                 admitted = self._take_admissible()
@@ -200,14 +228,31 @@ class Scheduler:
         try:
             st.begin_segment(st.segment + 1)
             self._load_prefix(st)
-            self.gen.prefill([PrefillItem(st.row, st.request.segments[st.segment], st.request.voice)])
+            self.gen.prefill([PrefillItem(st.row, st.prompt(st.segment), st.request.voice)])
         except Exception as e:
             self._leave(st, e)
 
-    def _maybe_flush(self, st: StreamState, last: bool) -> threading.Event | None:
-        """Hand the pending frames to the codec worker if a chunk is due; returns an event set
-        when a stream's *first* chunk has been delivered (None otherwise)."""
-        if not (last or st.pacer.due(len(st.pending))):
+    def _park(self, st: StreamState, reprefill: list) -> None:
+        """Incremental text whose next segment has not come: the stream leaves its slot (its audio so
+        far is flushed) and waits, out of the generator, for `resume`. Checked again under the lock:
+        the segment or the end of the text may have come meanwhile."""
+        with self.cond:
+            nxt = st.next_segment()
+            if nxt == "wait":
+                self.running.pop(st.row, None)
+                self.gen.remove(st.row)
+                self.parked.add(st)
+                return
+        if nxt == "ready":
+            reprefill.append(st)
+        else:
+            self._maybe_flush(st, last=True)
+            self._leave(st, None)
+
+    def _maybe_flush(self, st: StreamState, last: bool, flush: bool = False) -> threading.Event | None:
+        """Hand the pending frames to the codec worker if a chunk is due (or `flush`: whatever is
+        pending); returns an event set when a stream's *first* chunk has been delivered (None otherwise)."""
+        if not (last or flush and st.pending or st.pacer.due(len(st.pending))):
             return None
         n = len(st.pending)
         codes = np.stack(st.pending, axis=1) if n else np.zeros((st.n_codebooks, 0), np.int64)  # [K, F]

@@ -58,19 +58,44 @@ class StreamState:
     submitted: float = 0.0
     audio_frames: int = 0  # frames whose audio was handed out (the codec thread's counters)
     chunks: int = 0
+    feed: object = None  # incremental text (`text_feed.TextFeed`): segments arrive while the stream runs
+    resumed: bool = False  # it left its slot to wait for text and is back: it starts its next segment
 
     def begin_segment(self, i: int) -> None:
         self.segment = i
-        self.row.begin_segment(*self.request.bounds[i])
+        self.row.begin_segment(*(self.request.bounds[i] if self.feed is None else self.feed.bounds(i)))
+
+    def prompt(self, i: int) -> tuple[int, ...]:
+        """Segment `i`'s prompt tokens."""
+        return self.request.segments[i] if self.feed is None else self.feed.prompt(i)
+
+    @property
+    def start_index(self) -> int:
+        """The segment the stream starts when it is admitted (0, or the next one after a wait for text)."""
+        return self.segment + 1 if self.resumed else 0
+
+    @property
+    def prefill_tokens(self) -> int:
+        """Positions its admission prefills (the prefix may come from the cache)."""
+        return self.request.prefix.length + len(self.prompt(self.start_index))
+
+    def next_segment(self) -> str:
+        """After the current segment: "ready" (the next one is known), "end", or "wait" (incremental
+        text that has not reached its next segment yet)."""
+        if self.feed is not None:
+            return self.feed.state(self.segment + 1)
+        return "ready" if self.segment + 1 < len(self.request.segments) else "end"
 
     @property
     def has_next_segment(self) -> bool:
-        return self.segment + 1 < len(self.request.segments)
+        return self.next_segment() == "ready"
 
     def finish(self, error: BaseException | None) -> None:
         """Done (error None: a normal end or a cancel): the caller is told, the slot counts as free."""
         if error is not None:
             self.out.put(error)
+        if self.feed is not None:
+            self.feed.stop()
         self.released.set()
 
     def wake(self) -> None:
