@@ -14,11 +14,11 @@ from .common import EXIT_USAGE, CliError
 def build_parser() -> argparse.ArgumentParser:
     from cadenza.benchmarks import cli as bench_cli
 
-    from . import export, say, voice
+    from . import export, say, serve, voice
 
     parser = argparse.ArgumentParser(prog="cadenza", description="Cadenza: low-latency streaming TTS inference.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (export, say, voice, bench_cli):  # bench_cli adds `bench` and `gate`
+    for command in (export, say, voice, serve, bench_cli):  # bench_cli adds `bench` and `gate`
         command.register(sub)
     return parser
 
