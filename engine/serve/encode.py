@@ -6,7 +6,7 @@
 | `wav` | RIFF/WAVE, 16-bit PCM | a 44-byte header whose RIFF and data sizes are 0xFFFFFFFF (length unknown, the convention of streamed WAV), then each chunk |
 | `flac` | FLAC, 16-bit (libsndfile) | frames leave as libFLAC completes its 4096-sample blocks; STREAMINFO's total-samples field stays 0 (unknown), as the format allows for streams |
 | `opus` | Ogg/Opus (libsndfile >= 1.2 with its Ogg page latency set to 20 ms) | one Ogg page per chunk |
-| `mp3` | MPEG-2 layer III at 24 kHz, constant bit rate (libsndfile >= 1.1 with LAME) | frames as LAME completes them; starts with the encoder's delay (~1100 samples of silence), no gapless header |
+| `mp3` | MPEG-2 layer III at 24 kHz, constant 160 kbit/s (libsndfile >= 1.1 with LAME) | frames as LAME completes them; starts with the encoder's delay (~1100 samples of silence), no gapless header |
 
 flac / opus / mp3 use libsndfile through soundfile, writing into `_Sink`: a
 write-only buffer that passes each new byte on and drops the encoder's
@@ -24,6 +24,7 @@ MEDIA_TYPES = {"pcm": "audio/pcm", "wav": "audio/wav", "flac": "audio/flac", "op
 _SNDFILE = {"flac": ("FLAC", "PCM_16"), "opus": ("OGG", "OPUS"), "mp3": ("MP3", "MPEG_LAYER_III")}
 _SFC_SET_OGG_PAGE_LATENCY_MS = 0x1302  # sndfile.h (libsndfile >= 1.2)
 _SFC_SET_BITRATE_MODE = 0x1305  # sndfile.h (libsndfile >= 1.1); SF_BITRATE_MODE_CONSTANT = 0
+_SFC_SET_COMPRESSION_LEVEL = 0x1301  # 0.0: the highest bit rate (MPEG-2 layer III at 24 kHz: 160 kbit/s)
 
 
 def pcm16(pcm: np.ndarray) -> bytes:
@@ -94,6 +95,7 @@ class Encoder:
             self._command(_SFC_SET_OGG_PAGE_LATENCY_MS, "double*", 20.0)
         elif self.fmt == "mp3":
             self._command(_SFC_SET_BITRATE_MODE, "int*", 0)
+            self._command(_SFC_SET_COMPRESSION_LEVEL, "double*", 0.0)
 
     def _command(self, cmd: int, ctype: str, value) -> None:
         from soundfile import _ffi, _snd
