@@ -60,3 +60,40 @@ def test_every_format_decodes(server, fmt):
     assert n >= len(want) - 2500
     corr = np.corrcoef(x[lag:lag + n], want[:n])[0, 1]
     assert corr > 0.4, (fmt, lag, corr)
+
+
+def test_sse_events_parse_and_carry_the_audio(server):
+    body = {"model": "tiny", "input": TEXT, "voice": "default", "response_format": "pcm", "stream_format": "sse",
+            "seed": 5}
+    with httpx.stream("POST", server.url + "/v1/audio/speech", json=body, timeout=60) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "speech.audio.done" and set(kinds[:-1]) == {"speech.audio.delta"} and len(kinds) > 2
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    assert_pcm_matches(np.frombuffer(audio, "<i2"), expected_pcm16(server.engine, seed=5))
+    usage = events[-1]["usage"]
+    assert usage["input_tokens"] > len(TEXT) and usage["output_tokens"] > 0
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
+def test_openai_sdk_sse(server):
+    client = _client(server)
+    with client.audio.speech.with_streaming_response.create(
+            model="tiny", voice="default", input="Short one.", response_format="pcm", stream_format="sse",
+            extra_body={"seed": 2}) as resp:
+        text = resp.read().decode()
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "speech.audio.done"
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+    assert_pcm_matches(np.frombuffer(audio, "<i2"), expected_pcm16(server.engine, "Short one.", seed=2))
+
+
+def test_sampling_fields_reach_the_engine(server):
+    body = {"model": "tiny", "input": TEXT, "voice": "default", "response_format": "pcm", "seed": 1,
+            "temperature": 0.5, "top_k": 5, "top_p": 0.9, "repetition_penalty": 1.2}
+    r = httpx.post(server.url + "/v1/audio/speech", json=body, timeout=60)
+    want = expected_pcm16(server.engine, seed=1, temperature=0.5, top_k=5, top_p=0.9, repetition_penalty=1.2)
+    assert_pcm_matches(np.frombuffer(r.content, "<i2"), want)
+    other = httpx.post(server.url + "/v1/audio/speech", json={**body, "temperature": 1.0}, timeout=60)
+    assert other.content != r.content  # the field changed the audio: it was not ignored
