@@ -58,7 +58,7 @@ def serve_factory(tiny_bundle, tmp_path_factory):
     started, engines = [], []
 
     def make(engine_kwargs: dict | None = None, **kwargs) -> LiveServer:
-        kw = dict(threads=1, max_streams=16, voice_store=tmp_path_factory.mktemp("voices"), **(engine_kwargs or {}))
+        kw = {"threads": 1, "max_streams": 16, "voice_store": tmp_path_factory.mktemp("voices"), **(engine_kwargs or {})}
         engine = Engine.load(tiny_bundle, **kw)
         engines.append(engine)
         srv = LiveServer(create_app({"tiny": engine}, **kwargs), engine)
