@@ -37,6 +37,8 @@ class ServerMetrics:
         """Report `engine`'s active streams and queue depth under `name` at every scrape."""
         self.active.labels(name).set_function(lambda: engine.scheduler.active)
         self.queued.labels(name).set_function(lambda: engine.scheduler.queued)
+        self.underruns.labels(name)  # exported as 0 from the start
+        self.audio.labels(name)
 
     def finished(self, model: str, endpoint: str, stream, outcome: str) -> None:
         """A speech stream ended: its underruns and outcome."""
