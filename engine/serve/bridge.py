@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+from ..errors import EngineClosed
+
 
 class ChunkReader:
     """`await reader.next()` -> the next `Chunk`, or None at the end; raises the stream's error."""
@@ -24,9 +26,12 @@ class ChunkReader:
             raise RuntimeError("internal: a chunk read is already in flight")
         self._busy = True
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, next, self._it, None)
+            chunk = await asyncio.get_running_loop().run_in_executor(self.executor, next, self._it, None)
         finally:
             self._busy = False
+        if chunk is None and self.live is not None and self.stream in self.live.cut:
+            raise EngineClosed("the server shut down before this stream finished (drain deadline)")
+        return chunk
 
     def close(self) -> None:
         """Cancel the stream if it still runs (non-blocking; its slot frees within one engine step)."""

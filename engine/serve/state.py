@@ -106,6 +106,7 @@ class Live:
 
     def __init__(self):
         self._streams: set = set()
+        self.cut: set = set()  # streams cancelled by `cancel_all`: their end is an error, not a finish
         self._lock = threading.Lock()
         self.draining = False
         # Blocking waits for chunks run here, never on the event loop; threads start on demand.
@@ -118,6 +119,7 @@ class Live:
     def discard(self, stream) -> None:
         with self._lock:
             self._streams.discard(stream)
+            self.cut.discard(stream)
 
     def __len__(self) -> int:
         with self._lock:
@@ -127,6 +129,7 @@ class Live:
         """Cancel every stream in flight (the drain deadline passed); returns how many."""
         with self._lock:
             streams = list(self._streams)
+            self.cut.update(streams)
         for s in streams:
             s.close(timeout=0)
         return len(streams)
