@@ -7,7 +7,7 @@ active streams and queue depth read from each engine's scheduler at scrape time.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -20,6 +20,7 @@ class ServerMetrics:
 
     def __init__(self):
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, open fds (Linux)
         self.ttfa = Histogram("cadenza_ttfa_seconds", "Request arrival to its first audio bytes sent",
                               ["model", "endpoint"], buckets=_LATENCY, registry=r)
         self.gap = Histogram("cadenza_inter_chunk_gap_seconds", "Time between consecutive audio sends of a stream",

@@ -1,0 +1,178 @@
+"""Load test of `cadenza serve` (loopback only), or the same load on an engine in process.
+
+    python -m cadenza.benchmarks.soak --url http://127.0.0.1:8000 --clients 16 --seconds 60
+    python -m cadenza.benchmarks.soak --bundle bundles/tiny --clients 16 --seconds 60   # in process
+
+Each client loops for `--seconds`: one streamed `/v1/audio/speech` request (pcm) after
+another, timing the first audio bytes (client-side TTFA, from sending the request) and
+the gaps between received pieces. A sampler reads the server's RSS from `/metrics`
+(`process_resident_memory_bytes`) every second. In process, each client is a thread
+iterating `engine.stream`, timed by the stream's own metrics (TTFA from the `stream()`
+call). Server overhead = client-side TTFA minus in-process TTFA, same bundle and load.
+
+Bounded: at most 256 clients and one hour; the URL must be a loopback address.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+import time
+from urllib.parse import urlparse
+
+from cadenza.engine.runtime.metrics import percentile
+
+TEXT = "Hello there, this is a load test of the streaming speech server, one sentence at a time."
+MAX_CLIENTS, MAX_SECONDS = 256, 3600
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class Tally:
+    """What the clients measured (seconds)."""
+
+    def __init__(self):
+        self.ttfa, self.gaps, self.errors, self.ok, self.audio_s = [], [], {}, 0, 0.0
+        self.lock = threading.Lock()
+
+    def error(self, kind: str) -> None:
+        with self.lock:
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def summary(self, seconds: float) -> dict:
+        q = lambda xs, p: round(percentile(xs, p) * 1e3, 2) if xs else None  # noqa: E731
+        return {"requests_ok": self.ok, "errors": self.errors, "audio_s": round(self.audio_s, 1),
+                "x_real_time": round(self.audio_s / seconds, 1),
+                "ttfa_ms": {f"p{p}": q(self.ttfa, p) for p in (50, 95, 99)},
+                "gap_ms": {**{f"p{p}": q(self.gaps, p) for p in (50, 95, 99)},
+                           "max": round(max(self.gaps) * 1e3, 2) if self.gaps else None}}
+
+
+# --- over HTTP -------------------------------------------------------------------------------
+async def _client(client, url: str, model: str, i: int, end: float, tally: Tally, sr: int) -> None:
+    n = 0
+    while time.perf_counter() < end:
+        body = {"model": model, "input": TEXT, "voice": "default", "response_format": "pcm", "seed": i * 100000 + n}
+        n += 1
+        t0 = last = time.perf_counter()
+        got, first = 0, True
+        try:
+            async with client.stream("POST", url + "/v1/audio/speech", json=body) as r:
+                if r.status_code != 200:
+                    await r.aread()
+                    tally.error(f"http_{r.status_code}")
+                    await asyncio.sleep(0.2)  # as a client honouring Retry-After would, briefly
+                    continue
+                async for piece in r.aiter_raw():
+                    now = time.perf_counter()
+                    (tally.ttfa if first else tally.gaps).append(now - (t0 if first else last))
+                    first, last, got = False, now, got + len(piece)
+            tally.ok += 1
+            tally.audio_s += got / 2 / sr
+        except Exception as e:  # noqa: BLE001 - counted, the load goes on
+            tally.error(type(e).__name__)
+
+
+async def _rss(client, url: str, end: float, out: list) -> None:
+    t0 = time.perf_counter()
+    while time.perf_counter() < end:
+        try:
+            text = (await client.get(url + "/metrics")).text
+            rss = next(float(line.split()[-1]) for line in text.splitlines()
+                       if line.startswith("process_resident_memory_bytes"))
+            out.append((round(time.perf_counter() - t0, 1), round(rss / 2**20, 1)))
+        except Exception:  # noqa: BLE001 - a missed sample
+            pass
+        await asyncio.sleep(1.0)
+
+
+async def over_http(url: str, clients: int, seconds: float, headers: dict) -> dict:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=120, headers=headers,
+                                 limits=httpx.Limits(max_connections=clients + 2)) as client:
+        models = (await client.get(url + "/v1/models")).json()["data"]
+        model, sr = models[0]["id"], models[0]["sample_rate"]
+        tally, rss = Tally(), []
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        await asyncio.gather(_rss(client, url, end, rss),
+                             *[_client(client, url, model, i, end, tally, sr) for i in range(clients)])
+        elapsed = time.perf_counter() - t0
+    rss_mib = [m for _, m in rss]
+    return {"mode": "http", "url": url, "model": model, "clients": clients, "seconds": round(elapsed, 1),
+            **tally.summary(elapsed),
+            "server_rss_mib": {"start": rss_mib[0] if rss_mib else None, "max": max(rss_mib, default=None),
+                               "end": rss_mib[-1] if rss_mib else None, "series": rss}}
+
+
+# --- in process --------------------------------------------------------------------------------
+def in_process(bundle: str, clients: int, seconds: float, threads: int | None) -> dict:
+    from cadenza.engine import Engine
+
+    tally = Tally()
+    with Engine.load(bundle, max_streams=clients, threads=threads) as engine:
+        end = time.perf_counter() + seconds
+
+        def client(i: int) -> None:
+            n = 0
+            while time.perf_counter() < end:
+                try:
+                    s = engine.stream(TEXT, seed=i * 100000 + n)
+                    n += 1
+                    for _ in s:
+                        pass
+                except Exception as e:  # noqa: BLE001
+                    tally.error(type(e).__name__)
+                    continue
+                m = s.metrics
+                with tally.lock:
+                    tally.ok += 1
+                    tally.ttfa.append(m.ttfa)
+                    tally.gaps += [b - a for a, b in zip(m.arrivals, m.arrivals[1:])]
+                    tally.audio_s += m.audio_seconds
+
+        t0 = time.perf_counter()
+        workers = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        elapsed = time.perf_counter() - t0
+    return {"mode": "in-process", "bundle": bundle, "clients": clients, "seconds": round(elapsed, 1),
+            **tally.summary(elapsed)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cadenza.benchmarks.soak", description=__doc__.split("\n\n")[0])
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="a running `cadenza serve` on a loopback address")
+    where.add_argument("--bundle", help="run the same load in process on this bundle instead")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--threads", type=int, default=None, help="in process: intra-op threads")
+    p.add_argument("--api-key-env", default=None, help="environment variable holding the server's API key")
+    p.add_argument("--json", default=None, help="also write the result here")
+    a = p.parse_args(argv)
+    if not (1 <= a.clients <= MAX_CLIENTS) or not (0 < a.seconds <= MAX_SECONDS):
+        p.error(f"--clients must be in [1, {MAX_CLIENTS}] and --seconds in (0, {MAX_SECONDS}]")
+    if a.url:
+        if urlparse(a.url).hostname not in LOOPBACK:
+            p.error(f"--url must be a loopback address ({', '.join(sorted(LOOPBACK))}): this load test is local only")
+        import os
+
+        headers = {"Authorization": f"Bearer {os.environ[a.api_key_env]}"} if a.api_key_env else {}
+        result = asyncio.run(over_http(a.url.rstrip("/"), a.clients, a.seconds, headers))
+    else:
+        result = in_process(a.bundle, a.clients, a.seconds, a.threads)
+    text = json.dumps(result, indent=1)
+    if a.json:
+        with open(a.json, "w") as f:
+            f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
