@@ -1,8 +1,8 @@
 """A real uvicorn server on 127.0.0.1 (a free port, a thread of the test process) over the tiny bundle.
 
 `server` is shared by the module's tests: one engine with 16 slots, no API key, a voice
-store of its own. `serve(**create_app kwargs)` starts another (e.g. with a key or one slot);
-every server is stopped at teardown. The engine is reachable as `srv.engine` so tests can
+store of its own. `serve_factory(engine_kwargs=..., **create_app kwargs)` starts another (e.g.
+with a key or two slots); every server is stopped at teardown. The engine is reachable as `srv.engine` so tests can
 compare the audio with `engine.synthesize` and watch `engine.active_streams`.
 """
 from __future__ import annotations
