@@ -4,8 +4,9 @@
     python -m cadenza.benchmarks.soak --bundle bundles/tiny --clients 16 --seconds 60   # in process
 
 Each client loops for `--seconds`: one streamed `/v1/audio/speech` request (pcm) after
-another, timing the first audio bytes (client-side TTFA, from sending the request) and
-the gaps between received pieces. A sampler reads the server's RSS from `/metrics`
+another, timing the first audio bytes (client-side TTFA, from sending the request), the
+gaps between received pieces, and underruns (the audio received, played in real time from
+its first piece, runs out before the next piece arrives). A sampler reads the server's RSS from `/metrics`
 (`process_resident_memory_bytes`) every second. In process, each client is a thread
 iterating `engine.stream`, timed by the stream's own metrics (TTFA from the `stream()`
 call). Server overhead = client-side TTFA minus in-process TTFA, same bundle and load.
@@ -34,16 +35,32 @@ class Tally:
 
     def __init__(self):
         self.ttfa, self.gaps, self.errors, self.ok, self.audio_s = [], [], {}, 0, 0.0
+        self.underruns, self.stall_s, self.streams_with_underruns = 0, 0.0, 0
         self.lock = threading.Lock()
 
     def error(self, kind: str) -> None:
         with self.lock:
             self.errors[kind] = self.errors.get(kind, 0) + 1
 
+    def playback(self, arrivals: list[tuple[float, float]]) -> None:
+        """Client-side underruns of one stream: (arrival s, audio s) per piece, played in real time from
+        the first piece; a piece that comes after the audio before it has played is an underrun."""
+        clock, n = None, 0
+        for t, audio in arrivals:
+            if clock is not None and t > clock + 1e-3:
+                n, self.stall_s = n + 1, self.stall_s + t - clock
+                clock = t
+            clock = (t if clock is None else clock) + audio
+        with self.lock:
+            self.underruns += n
+            self.streams_with_underruns += n > 0
+
     def summary(self, seconds: float) -> dict:
         q = lambda xs, p: round(percentile(xs, p) * 1e3, 2) if xs else None  # noqa: E731
         return {"requests_ok": self.ok, "errors": self.errors, "audio_s": round(self.audio_s, 1),
                 "x_real_time": round(self.audio_s / seconds, 1),
+                "underruns": self.underruns, "streams_with_underruns": self.streams_with_underruns,
+                "stall_s": round(self.stall_s, 2),
                 "ttfa_ms": {f"p{p}": q(self.ttfa, p) for p in (50, 95, 99)},
                 "gap_ms": {**{f"p{p}": q(self.gaps, p) for p in (50, 95, 99)},
                            "max": round(max(self.gaps) * 1e3, 2) if self.gaps else None}}
@@ -56,7 +73,7 @@ async def _client(client, url: str, model: str, i: int, end: float, tally: Tally
         body = {"model": model, "input": TEXT, "voice": "default", "response_format": "pcm", "seed": i * 100000 + n}
         n += 1
         t0 = last = time.perf_counter()
-        got, first = 0, True
+        got, first, arrivals = 0, True, []
         try:
             async with client.stream("POST", url + "/v1/audio/speech", json=body) as r:
                 if r.status_code != 200:
@@ -68,8 +85,10 @@ async def _client(client, url: str, model: str, i: int, end: float, tally: Tally
                     now = time.perf_counter()
                     (tally.ttfa if first else tally.gaps).append(now - (t0 if first else last))
                     first, last, got = False, now, got + len(piece)
+                    arrivals.append((now, len(piece) / 2 / sr))
             tally.ok += 1
             tally.audio_s += got / 2 / sr
+            tally.playback(arrivals)
         except Exception as e:  # noqa: BLE001 - counted, the load goes on
             tally.error(type(e).__name__)
 
@@ -132,6 +151,7 @@ def in_process(bundle: str, clients: int, seconds: float, threads: int | None) -
                     tally.ttfa.append(m.ttfa)
                     tally.gaps += [b - a for a, b in zip(m.arrivals, m.arrivals[1:])]
                     tally.audio_s += m.audio_seconds
+                tally.playback([(t, n / engine.sample_rate) for t, n in zip(m.arrivals, m.chunk_samples)])
 
         t0 = time.perf_counter()
         workers = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]

@@ -34,3 +34,11 @@ def test_a_short_run_over_http_and_in_process(tiny_bundle):
     assert r["server_rss_mib"]["max"] > 10  # read from the server's /metrics
     local = soak.in_process(str(tiny_bundle), clients=2, seconds=1.0, threads=1)
     assert local["requests_ok"] >= 2 and local["audio_s"] > 0 and local["ttfa_ms"]["p50"] > 0
+
+
+def test_client_side_underruns_follow_real_time_playback():
+    t = soak.Tally()
+    t.playback([(0.0, 1.0), (0.5, 1.0), (3.0, 1.0), (3.2, 0.5)])  # audio ran out at 2.0; the third came at 3.0
+    assert (t.underruns, t.streams_with_underruns, round(t.stall_s, 6)) == (1, 1, 1.0)
+    t.playback([(0.0, 0.1), (0.05, 0.1), (0.1, 0.1)])  # always ahead
+    assert (t.underruns, t.streams_with_underruns) == (1, 1)
