@@ -22,7 +22,10 @@ several segments here, where `engine.stream(text)` packs it into as few as fit.
 
 A stream whose next segment has not come when its current one ends leaves its
 KV slot (`Scheduler._park`) and rejoins at the front of the queue when the text
-comes; a wait past the end of its audio is not counted as an underrun.
+comes; a wait past the end of its audio is not counted as an underrun. Rejoining
+keeps the row's sampler (draw counter, repetition history) on `ort`; the torch
+backends reset their on-device repetition history when a row rejoins, so there a
+stream that waited for text and samples with repetition_penalty > 1 may differ.
 """
 from __future__ import annotations
 
