@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BundleError
-from . import validate
+from . import signing, validate
 from .constants import CodecSpec, ModelConstants
 from .files import open_inside, read_verified, sha256_fd
 from .layout import TokenLayout
@@ -99,12 +99,14 @@ class Bundle:
         return dict(self.manifest.get("sampling", {}))
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True) -> "Bundle":
+    def load(cls, path: str | Path, verify: bool = True, trusted_keys=None) -> "Bundle":
         """Read and check a bundle.
 
         Args:
             path: the bundle directory (holding manifest.json).
             verify: hash every file against the manifest (default).
+            trusted_keys: Ed25519 public keys (PEM bytes or files); the bundle must be signed by one
+                (default: the file named by $CADENZA_TRUSTED_KEYS, if set; see `signing.py`).
         Raises:
             BundleError: with the file at fault and how to rebuild.
         """
@@ -122,8 +124,9 @@ class Bundle:
         if version != FORMAT_VERSION:
             raise BundleError(f"{p} has bundle format {version!r}; this Cadenza reads format "
                               f"{FORMAT_VERSION}; {REBUILD_HINT}")
-        if verify and manifest.get("content_sha256") != content_hash(manifest):
+        if (verify or trusted_keys) and manifest.get("content_sha256") != content_hash(manifest):
             raise BundleError(f"{mpath} was edited after export (content hash mismatch); {REBUILD_HINT}")
+        signing.check(p, manifest.get("content_sha256", ""), signing.trusted_keys(trusted_keys))
         bundle = cls(p, manifest)
         if verify:
             bundle.verify()
