@@ -90,7 +90,7 @@ class Engine:
             raise
 
     @classmethod
-    def load(cls, bundle: str | Path | Bundle, backend: str = "ort", **kwargs) -> "Engine":
+    def load(cls, bundle: str | Path | Bundle, backend: str = "ort", *, trusted_keys=None, **kwargs) -> "Engine":
         """Load a bundle (checked against its manifest hashes) and start the engine.
 
         Args:
@@ -108,8 +108,10 @@ class Engine:
             voice_store: the voice store directory (default: the user's data directory).
             warmup: run one short stream at load, so the first caller's time-to-first-audio does
                 not pay for first-run allocations.
+            trusted_keys: Ed25519 public keys (PEM bytes or files); if given (or $CADENZA_TRUSTED_KEYS
+                is set), the bundle must be signed by one of them (`cadenza bundle sign`).
         """
-        b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle, trusted_keys=trusted_keys)
         return cls(b, backend, **kwargs)
 
     # --- streams --------------------------------------------------------------

@@ -104,3 +104,15 @@ def tiny_ort(tiny_bundle) -> OrtBundle:
 @pytest.fixture(scope="session")
 def tiny_ort_k1(tiny_bundle_k1) -> OrtBundle:
     return OrtBundle(tiny_bundle_k1)
+
+
+@pytest.fixture(scope="session")
+def external_bundle(tmp_path_factory, tiny_model) -> Path:
+    """`tiny_model` exported with every graph's weights in `<role>.onnx.data` (the `1b` path, on tiny)."""
+    _, exp = _export_modules()
+    mp = pytest.MonkeyPatch()
+    mp.setattr(exp, "EXTERNAL_DATA_BYTES", 0)
+    try:
+        return exp.to_onnx(tiny_model, tmp_path_factory.mktemp("external_bundle"), progress=None)
+    finally:
+        mp.undo()  # at once: later exports of the session write inline graphs again

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from .common import CliError
 
@@ -21,7 +22,9 @@ def register(sub) -> None:
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--frames", type=int, default=None, help="force exactly N frames (benchmarks)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--voice", default=None, help="a voice name from the store, or a .safetensors voice file")
+    p.add_argument("--voice", default=None, help="a built-in voice (Orpheus: tara, ...; CSM: a speaker id) or a "
+                   "stored voice's name")
+    p.add_argument("--voice-file", default=None, help="a voice file (.safetensors) to use instead of a name")
     p.add_argument("--store", default=None, help="the voice store directory")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=run)
@@ -45,7 +48,10 @@ def run(args) -> int:
                     top_p=args.top_p, repetition_penalty=args.repetition_penalty)
     with Engine.load(args.bundle, backend=args.backend, threads=args.threads, max_streams=1,
                      voice_store=args.store) as engine:
-        stream = engine.stream(text, args.voice, frames=args.frames, **sampling)
+        if args.voice and args.voice_file:
+            raise CliError("give --voice NAME or --voice-file PATH, not both")
+        voice = Path(args.voice_file) if args.voice_file else args.voice
+        stream = engine.stream(text, voice, frames=args.frames, **sampling)
         tty = sys.stderr.isatty() and not args.json
         with stream, open_wav(args.out, engine.sample_rate) as wav:
             for chunk in stream:

@@ -13,6 +13,7 @@ import json
 import sys
 
 from ..voices.audio import MAX_SECONDS
+from .common import one_line
 
 
 def register(subparsers) -> None:
@@ -67,13 +68,22 @@ def cmd_list(args) -> int:
         print(f"no voices in {store.directory}")
     else:
         print(f"{'name':<24} {'seconds':>8} {'prompt':>6}  {'bundle':<12}  created")
-        for e in entries:
+        for e in entries:  # every field may come from a forged file: printed as plain characters only
             if "error" in e:
-                print(f"{e['name']:<24} unreadable: {e['error']}")
+                print(f"{safe(e['name']):<24} unreadable: {safe(e['error'])}")
             else:
-                print(f"{e['name']:<24} {e['duration_s'] or 0:8.2f} {'yes' if e['prompt'] else 'no':>6}  "
-                      f"{(e['bundle_hash'] or '?')[:12]:<12}  {e['created']}")
+                print(f"{safe(e['name']):<24} {_seconds(e['duration_s']):>8} {'yes' if e['prompt'] else 'no':>6}  "
+                      f"{safe(e['bundle_hash'] or '?')[:12]:<12}  {safe(e['created'])}")
     return 0
+
+
+def safe(value) -> str:
+    """`value` as text with no control characters (a terminal escape in a file stays harmless)."""
+    return one_line(ValueError(str(value)))
+
+
+def _seconds(v) -> str:
+    return f"{v:8.2f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
 
 
 def cmd_rm(args) -> int:

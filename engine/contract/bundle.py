@@ -2,20 +2,29 @@
 
 The manifest is the whole contract between build time and run time: tensor
 names, symbolic shapes, dtypes, KV and state tensors, model constants and a
-SHA-256 of every file, plus a hash of the manifest's own content. The hashes
-detect accidental damage (a truncated copy, a half-written file, a manifest
-edited by hand); they do not authenticate the bundle's author.
+SHA-256 of every file, plus a hash of the manifest's own content.
+
+Trust: the hashes detect accidents and damage in transit (a truncated copy, a
+half-written file, a manifest edited by hand); anyone who can write the bundle
+can recompute them, so they do not authenticate its author. A signature
+(`signing.py`) does, when the operator configures a key. Whatever the author, a
+bundle cannot make the engine read outside its directory (`files.py`, every path
+checked, external data included), nor allocate from absurd sizes (`validate.py`),
+and the graph bytes ONNX Runtime runs are the bytes that were hashed (`graph_io.py`).
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BundleError
+from . import signing, validate
 from .constants import CodecSpec, ModelConstants
+from .files import open_inside, read_verified, sha256_fd
 from .layout import TokenLayout
 from .length import LengthPolicy
 from .prompt import ByteTokenizer, FileTokenizer, PromptTemplate
@@ -59,6 +68,14 @@ class Bundle:
         for key in ("layout", "prompt", "length", "graphs", "files"):
             if not isinstance(m.get(key), dict):
                 raise BundleError(f"{where} has no {key} block; {REBUILD_HINT}")
+        for name, digest in m["files"].items():
+            validate.relative_name(name, where)
+            if not isinstance(digest, str) or len(digest) != 64:
+                raise BundleError(f"{where}: file {name!r} has no SHA-256; {REBUILD_HINT}")
+        for role, entry in m["graphs"].items():
+            if role not in ROLES:
+                raise BundleError(f"{where}: unknown graph role {str(role)[:40]!r}; {REBUILD_HINT}")
+            validate.graph_entry(role, entry, m["constants"], m["files"], where)
         self.layout = TokenLayout.from_dict(m["layout"], c.n_codebooks, c.codebook_size, where)
         self.prompt = PromptTemplate.from_dict(m["prompt"], where)
         self.length = LengthPolicy.from_dict(m["length"], where)
@@ -69,7 +86,11 @@ class Bundle:
         """The family's tokenizer: UTF-8 bytes, or the bundle's `tokenizer.json`."""
         spec = self.manifest.get("tokenizer", {})
         if spec.get("type") == "tokenizers":
-            return FileTokenizer(self.path / spec["file"])
+            name = spec.get("file")
+            if name not in self.manifest["files"]:
+                raise BundleError(f"{self.path}: the tokenizer file {str(name)[:60]!r} is not among the hashed files; "
+                                  f"{REBUILD_HINT}")
+            return FileTokenizer(read_verified(self.path, name, self.manifest["files"][name], str(self.path)))
         return ByteTokenizer()
 
     @property
@@ -78,12 +99,14 @@ class Bundle:
         return dict(self.manifest.get("sampling", {}))
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True) -> "Bundle":
+    def load(cls, path: str | Path, verify: bool = True, trusted_keys=None) -> "Bundle":
         """Read and check a bundle.
 
         Args:
             path: the bundle directory (holding manifest.json).
             verify: hash every file against the manifest (default).
+            trusted_keys: Ed25519 public keys (PEM bytes or files); the bundle must be signed by one
+                (default: the file named by $CADENZA_TRUSTED_KEYS, if set; see `signing.py`).
         Raises:
             BundleError: with the file at fault and how to rebuild.
         """
@@ -101,21 +124,26 @@ class Bundle:
         if version != FORMAT_VERSION:
             raise BundleError(f"{p} has bundle format {version!r}; this Cadenza reads format "
                               f"{FORMAT_VERSION}; {REBUILD_HINT}")
+        if (verify or trusted_keys) and manifest.get("content_sha256") != content_hash(manifest):
+            raise BundleError(f"{mpath} was edited after export (content hash mismatch); {REBUILD_HINT}")
+        signing.check(p, manifest.get("content_sha256", ""), signing.trusted_keys(trusted_keys))
         bundle = cls(p, manifest)
         if verify:
             bundle.verify()
         return bundle
 
     def verify(self) -> None:
-        """Check the manifest's own hash and every file's SHA-256."""
+        """Check the manifest's own hash and every file's SHA-256 (each opened inside the bundle only)."""
         if self.manifest.get("content_sha256") != content_hash(self.manifest):
             raise BundleError(f"{self.path / MANIFEST} was edited after export (content hash mismatch); {REBUILD_HINT}")
         for name, digest in self.manifest["files"].items():
-            f = self.path / name
-            if not f.is_file():
-                raise BundleError(f"{self.path} is missing {name}; {REBUILD_HINT}")
-            if sha256_file(f) != digest:
-                raise BundleError(f"{f} does not match its manifest hash (truncated or replaced?); {REBUILD_HINT}")
+            fd = open_inside(self.path, name, str(self.path))
+            try:
+                if sha256_fd(fd) != digest:
+                    raise BundleError(f"{self.path}: {name} does not match its manifest hash (truncated or "
+                                      f"replaced?); {REBUILD_HINT}")
+            finally:
+                os.close(fd)
 
     # --- accessors -------------------------------------------------------
     @property

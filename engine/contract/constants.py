@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ..errors import BundleError
+from . import validate
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ModelConstants:
                 raise BundleError(f"{where}: constant {f.name!r} must be {want.__name__}, got {v!r}; "
                                   "rebuild the bundle with `cadenza export`")
             values[f.name] = want(v)
+        validate.constants(values, where)
         return cls(**values)
 
 

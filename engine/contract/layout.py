@@ -76,6 +76,9 @@ class TokenLayout:
     def check(self, where: str = "the manifest") -> None:
         """BundleError naming the field unless the layout is self-consistent."""
         problems = []
+        if not 1 <= self.logits_size <= 1 << 20 or not 1 <= self.tokens_per_frame <= 64 or self.depth_prime > 4:
+            problems.append(f"logits_size {self.logits_size}, tokens_per_frame {self.tokens_per_frame} or "
+                            f"depth_prime {self.depth_prime} out of range")
         if self.kind not in ("depth", "flat"):
             problems.append(f"kind {self.kind!r} is not depth or flat")
         if self.kind == "flat" and (self.tokens_per_frame != self.n_codebooks or len(self.allowed) != self.n_codebooks):

@@ -13,7 +13,6 @@ PyTorch, no special tokens added: the template holds them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import BundleError, VoiceError
 from . import text as byte_text
@@ -27,18 +26,18 @@ class ByteTokenizer:
 
 
 class FileTokenizer:
-    """A checkpoint's `tokenizer.json`, run by the `tokenizers` library without special tokens."""
+    """A checkpoint's `tokenizer.json` (its verified bytes), run by `tokenizers` without special tokens."""
 
-    def __init__(self, path: Path):
+    def __init__(self, data: bytes):
         try:
             from tokenizers import Tokenizer
         except ImportError as e:  # a base dependency; only a broken install lacks it
             raise BundleError(f"this bundle needs the `tokenizers` library ({e}); pip install tokenizers") from None
         try:
-            self._tok = Tokenizer.from_file(str(path))
+            self._tok = Tokenizer.from_str(data.decode("utf-8"))
         except Exception as e:  # noqa: BLE001 - the library raises a bare Exception on a bad file
-            raise BundleError(f"{path} is not a tokenizer file the `tokenizers` library reads ({e}); "
-                              "re-export the bundle") from None
+            raise BundleError(f"the bundle's tokenizer.json is not a file the `tokenizers` library reads "
+                              f"({str(e)[:120]}); re-export the bundle") from None
 
     def encode(self, s: str) -> list[int]:
         return self._tok.encode(s, add_special_tokens=False).ids

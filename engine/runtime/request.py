@@ -82,6 +82,9 @@ class RequestBuilder:
         if frames is None:
             overhead = len(b.prompt.tokens(b.tokenizer, "", voice.name))
             limit = b.length.longest_text(self.max_len - prefix.length, self.frame_rate, self.per_frame, overhead)
+            if limit < 1:
+                raise KVCacheExhausted(f"the voice's prompt takes {prefix.length} of the {self.max_len} positions a "
+                                       "slot holds, leaving no room for text; use a shorter voice sample or raise max_len")
             segments = tok.split_text(text, limit)
             bounds = [b.length.bounds(s, self.frame_rate) for s in segments]
         else:  # an exact length (benchmarks): one segment, which must fit with its frames

@@ -143,6 +143,8 @@ class Gate:
         self.srv.metrics.errors.labels(error_type(err)).inc()
         if scope["type"] == "websocket":
             return await _deny_websocket(receive, send, err)
+        if err.status == 413:
+            await _discard_body(receive, 8 * (cfg.max_upload_bytes + cfg.max_body_bytes))
         await _send_json(send, err)
 
     def _authorized(self, scope) -> bool:
@@ -161,10 +163,25 @@ def _limited(receive, limit: int):
         if msg["type"] == "http.request":
             seen += len(msg.get("body", b""))
             if seen > limit:
+                if msg.get("more_body", False):
+                    await _discard_body(receive, 8 * limit)  # the client reads the 413, not a reset
                 raise ApiError(413, f"the request body is over this route's {limit}-byte limit", "body_too_large")
         return msg
 
     return wrapped
+
+
+async def _discard_body(receive, cap: int) -> None:
+    """Read (and drop) a refused body up to `cap` bytes, so that the client, still sending, reads the
+    413 instead of a connection reset; a body beyond the cap is cut off (the connection closes)."""
+    seen = 0
+    while seen <= cap:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            return
+        seen += len(msg.get("body", b""))
+        if not msg.get("more_body", False):
+            return
 
 
 async def _send_json(send, err: ApiError) -> None:

@@ -25,16 +25,18 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import VoiceError
 
-MAX_FILE_BYTES = 256 << 20
+MAX_FILE_BYTES = 96 << 20
 MIN_SECONDS, MAX_SECONDS = 1.0, 60.0
 RAW_SECONDS_FACTOR = 4  # files over 4x max_seconds are refused before decoding (silence trims later)
+MAX_DECODED_SAMPLES = 24_000_000  # frames x channels ever decoded: 4 x 60 s of 48 kHz stereo (92 MB float32)
+MAX_CHANNELS, MIN_RATE, MAX_RATE = 8, 1_000, 384_000
 SILENCE_PEAK = 1e-4  # -80 dBFS
 CLIP_FRACTION = 0.05
 TRIM_DB, FRAME_S, MARGIN_S = -40.0, 0.010, 0.050
@@ -85,10 +87,8 @@ def load_audio(path_or_file, target_sr: int, *, min_seconds: float = MIN_SECONDS
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             sr, channels, frames, fmt, subtype = f.samplerate, f.channels, f.frames, f.format, f.subtype
-            if frames > RAW_SECONDS_FACTOR * max_seconds * sr:
-                raise VoiceError(f"{label} is {frames / sr:.1f} s long; voice samples are limited to "
-                                 f"{max_seconds:g} s of speech: cut a 5-30 s clip")
-            x = f.read(dtype="float32", always_2d=True)  # [N, C]
+            _check_header(label, sr, channels, frames, max_seconds)
+            x = _decode_capped(f, label, channels)  # [N, C] float32
     except VoiceError:
         raise
     except (sf.SoundFileError, RuntimeError, TypeError) as e:
@@ -110,12 +110,15 @@ def prepare_pcm(x: np.ndarray, sr: int, target_sr: int, *, min_seconds: float = 
         raise VoiceError(f"{label} has no audio samples (shape {x.shape}); give a recording of 1-{max_seconds:g} s")
     if not isinstance(sr, (int, np.integer)) or sr <= 0:
         raise VoiceError(f"{label}: sample rate must be a positive int, got {sr!r}")
-    digest = hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()
-    x = x.astype(np.float64)
+    if x.size > MAX_DECODED_SAMPLES:
+        raise VoiceError(f"{label} has {x.size} samples; voice samples are limited to {MAX_DECODED_SAMPLES}: "
+                         "cut a 5-30 s clip")
+    x = np.ascontiguousarray(x, np.float32)
+    digest = hashlib.sha256(x.tobytes()).hexdigest()
     if not np.isfinite(x).all():
         raise VoiceError(f"{label} contains NaN or infinite samples; re-export the recording")
     _check_clipping(x, label)
-    mono = x.mean(axis=1)
+    mono = x.mean(axis=1, dtype=np.float64)
     mono -= mono.mean()  # DC offset (some microphones) would fool the silence trimmer
     if np.abs(mono).max() < SILENCE_PEAK:
         raise VoiceError(f"{label} is silent (peak below {20 * np.log10(SILENCE_PEAK):.0f} dBFS); "
@@ -146,21 +149,20 @@ def _label(src) -> str:
 
 
 def _read_bytes(src, label: str) -> bytes:
+    """At most MAX_FILE_BYTES + 1 bytes of a regular file (or a binary file object)."""
     try:
         if isinstance(src, (str, os.PathLike)):
-            p = Path(src)
-            if p.is_dir():
-                raise VoiceError(f"{label} is a directory; give an audio file")
-            if p.stat().st_size > MAX_FILE_BYTES:
-                raise VoiceError(f"{label} is {p.stat().st_size / 2**20:.0f} MiB; voice samples are limited to "
-                                 f"{MAX_FILE_BYTES >> 20} MiB (cut a 5-30 s clip)")
-            data = p.read_bytes()
+            fd = os.open(src, os.O_RDONLY)
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise VoiceError(f"{label} is not a regular file (a directory or a device); give an audio file")
+                data = f.read(MAX_FILE_BYTES + 1)
         else:
             data = src.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise VoiceError(f"{label}: no such file") from None
     except (OSError, AttributeError) as e:
-        raise VoiceError(f"{label} cannot be read ({e})") from None
+        raise VoiceError(f"{label} cannot be read ({getattr(e, 'strerror', None) or e})") from None
     if not isinstance(data, bytes):
         raise VoiceError(f"{label} must be opened in binary mode ('rb')")
     if not data:
@@ -168,6 +170,27 @@ def _read_bytes(src, label: str) -> bytes:
     if len(data) > MAX_FILE_BYTES:
         raise VoiceError(f"{label} is over {MAX_FILE_BYTES >> 20} MiB; cut a 5-30 s clip")
     return data
+
+
+def _check_header(label: str, sr: int, channels: int, frames: int, max_seconds: float) -> None:
+    """Refuse from the header alone what would decode to too much audio."""
+    if not (1 <= channels <= MAX_CHANNELS and MIN_RATE <= sr <= MAX_RATE):
+        raise VoiceError(f"{label} has {channels} channels at {sr} Hz; voice samples take 1-{MAX_CHANNELS} channels "
+                         f"at {MIN_RATE}-{MAX_RATE} Hz: {CONVERT_HINT}")
+    if frames > RAW_SECONDS_FACTOR * max_seconds * sr or frames * channels > MAX_DECODED_SAMPLES:
+        raise VoiceError(f"{label} is {frames / sr:.1f} s of {channels}-channel audio; voice samples are limited to "
+                         f"{max_seconds:g} s of speech: cut a 5-30 s clip")
+
+
+def _decode_capped(f, label: str, channels: int) -> np.ndarray:
+    """Decode in blocks, refusing the file once it yields more samples than the cap (a header may lie)."""
+    blocks, total = [], 0
+    for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+        total += block.size
+        if total > MAX_DECODED_SAMPLES:
+            raise VoiceError(f"{label} decodes to more than {MAX_DECODED_SAMPLES} samples; cut a 5-30 s clip")
+        blocks.append(block)
+    return np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)
 
 
 _MAGIC = [(b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive (or .docx / .xlsx)"),

@@ -7,7 +7,6 @@ voice in memory until its file changes.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -171,12 +170,13 @@ class VoiceLibrary:
         self.store.remove(name)
 
     def resolve(self, voice) -> Voice:
-        """A stored name, a `.safetensors` path or a `Voice`, checked against this bundle.
+        """A stored voice's name (a `str` is a name, never a path), a `pathlib.Path` to a voice file, or a
+        `Voice`, checked against this bundle.
 
         A stored voice is read and checked once and kept until its file changes (size, mtime
         or inode), so a stream with a stored voice does not re-read it before its first audio.
         """
-        if isinstance(voice, Voice) or not isinstance(voice, str) or not _is_name(voice):
+        if not isinstance(voice, str):
             return self.store.resolve(voice, self.bundle)
         path = self.store.path(voice)
         try:
@@ -188,17 +188,13 @@ class VoiceLibrary:
             hit = self._cache.get(voice)
             if hit is not None and hit[0] == sig:
                 return hit[1]
-        v = check_compatible(Voice.load(path), self.bundle, str(path))
+        v = check_compatible(Voice.load(path, follow_links=False, expect_name=voice), self.bundle, str(path))
         with self._lock:
             self._cache[voice] = (sig, v)
         return v
 
     def close(self) -> None:
         self.encoder.close()
-
-
-def _is_name(s: str) -> bool:
-    return not (s.endswith(".safetensors") or "/" in s or os.sep in s)
 
 
 __all__ = ["VoiceLibrary", "VoiceEncoder", "encode_voice", "source_meta"]

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import VoiceError
-from .voice import ADD_HINT, SUFFIX, Voice, check_name
+from .voice import ADD_HINT, MAX_PROMPT_SECONDS, SUFFIX, Voice, check_name
 
 
 def check_compatible(voice: Voice, bundle, source: str = "") -> Voice:
@@ -22,9 +22,17 @@ def check_compatible(voice: Voice, bundle, source: str = "") -> Voice:
                          f"{str(voice.bundle_hash)[:12]}, not this {fam!r} bundle {want[:12]} ({bundle.path}); "
                          f"re-add the voice with this bundle: `cadenza voice add SAMPLE.wav --name {voice.name} "
                          f"--bundle {bundle.path} --replace`")
-    if voice.embedding.shape != (bundle.constants.speaker_dim,):
+    c = bundle.constants
+    if voice.embedding.shape != (c.speaker_dim,):
         raise VoiceError(f"voice {voice.name!r}{where} has a {voice.embedding.shape} embedding; this bundle "
-                         f"needs {bundle.constants.speaker_dim}; {ADD_HINT}")
+                         f"needs {c.speaker_dim}; {ADD_HINT}")
+    codes = voice.prompt_codes
+    if codes is not None:
+        most = int(MAX_PROMPT_SECONDS * c.frame_rate) + 1
+        if codes.shape[0] != c.n_codebooks or codes.shape[1] > most or codes.max() >= c.codebook_size:
+            raise VoiceError(f"voice {voice.name!r}{where}: its prompt codes {codes.shape} (max {codes.max()}) do "
+                             f"not fit this bundle ({c.n_codebooks} codebooks of {c.codebook_size} codes, at most "
+                             f"{most} frames); {ADD_HINT}")
     return voice
 
 
@@ -56,11 +64,12 @@ class VoiceStore:
         return data_path
 
     def get(self, name: str) -> Voice:
+        """The stored voice `name` (a regular file of the store, never through a link, named as its file)."""
         p = self.path(name)
         if not p.is_file():
             raise VoiceError(f"no voice named {name!r} in {self.directory}; `cadenza voice list --store "
                              f"{self.directory}` shows the voices, `cadenza voice add` adds one")
-        return Voice.load(p)
+        return Voice.load(p, follow_links=False, expect_name=name)
 
     def list(self) -> list[dict]:
         """One dict per stored voice, sorted by name: name, duration_s, bundle_hash, created, prompt, path
@@ -70,7 +79,7 @@ class VoiceStore:
             if p.name.startswith("."):
                 continue
             try:
-                v = Voice.load(p)
+                v = Voice.load(p, follow_links=False, expect_name=p.name[:-len(SUFFIX)])
                 out.append({"name": v.name, "duration_s": v.duration, "bundle_hash": v.bundle_hash,
                             "created": v.meta.get("created"), "prompt": v.prompt_codes is not None, "path": str(p)})
             except VoiceError as e:
@@ -83,14 +92,17 @@ class VoiceStore:
         except FileNotFoundError:
             raise VoiceError(f"no voice named {name!r} in {self.directory}") from None
 
-    def resolve(self, name_or_path, bundle) -> Voice:
-        """A stored name, a `.safetensors` path or a `Voice`, checked against `bundle` (family and hash)."""
-        if isinstance(name_or_path, Voice):
-            return check_compatible(name_or_path, bundle)
-        s = os.fspath(name_or_path)
-        if s.endswith(SUFFIX) or os.sep in s or "/" in s:
-            return check_compatible(Voice.load(s), bundle, s)
-        return check_compatible(self.get(s), bundle, str(self.path(s)))
+    def resolve(self, voice, bundle) -> Voice:
+        """A stored voice's name (a `str` is always a name, never a path), a voice file given as a
+        `pathlib.Path`, or a `Voice`; checked against `bundle` (family, hash, shapes, code ranges)."""
+        if isinstance(voice, Voice):
+            return check_compatible(voice, bundle)
+        if isinstance(voice, os.PathLike):
+            return check_compatible(Voice.load(Path(voice)), bundle, os.fspath(voice))
+        if isinstance(voice, str):
+            return check_compatible(self.get(voice), bundle, str(self.path(voice)))
+        raise VoiceError(f"a voice is a stored voice's name, a pathlib.Path to a voice file or a Voice, "
+                         f"got {type(voice).__name__}")
 
 
 __all__ = ["VoiceStore", "check_compatible"]

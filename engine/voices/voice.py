@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ FORMAT, FORMAT_VERSION, META_KEY = "cadenza-voice", 1, "cadenza.voice"
 SUFFIX = ".safetensors"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_PROMPT_SECONDS = 10.0
+MAX_FILE_BYTES = 8 << 20  # a voice file: an embedding and at most ~10 s of prompt frames
+MAX_HEADER_BYTES = 64 << 10
+MAX_EMBEDDING, MAX_CODEBOOKS, MAX_PROMPT_FRAMES, MAX_TEXT = 8192, 64, 4096, 2000
 ADD_HINT = "re-add it with `cadenza voice add SAMPLE.wav --name NAME --bundle DIR --replace`"
 
 
@@ -59,10 +63,20 @@ class Voice:
             raise VoiceError(f"voice {self.name!r}: the embedding must be finite")
         if self.embedding.size == 0 and self.prompt_codes is None:
             raise VoiceError(f"voice {self.name!r} has neither a speaker embedding nor prompt codes")
+        if self.embedding.size > MAX_EMBEDDING:
+            raise VoiceError(f"voice {self.name!r}: an embedding of {self.embedding.size} floats is too large")
         if self.prompt_codes is not None:
             self.prompt_codes = np.ascontiguousarray(self.prompt_codes, np.int64)
-            if self.prompt_codes.ndim != 2:
-                raise VoiceError(f"voice {self.name!r}: prompt_codes must be [K, F], got {self.prompt_codes.shape}")
+            c = self.prompt_codes
+            if c.ndim != 2 or not (1 <= c.shape[0] <= MAX_CODEBOOKS and 1 <= c.shape[1] <= MAX_PROMPT_FRAMES):
+                raise VoiceError(f"voice {self.name!r}: prompt_codes must be [K, F] with K <= {MAX_CODEBOOKS} and "
+                                 f"F <= {MAX_PROMPT_FRAMES}, got {c.shape}")
+            if c.min() < 0:
+                raise VoiceError(f"voice {self.name!r}: prompt_codes hold negative codes; {ADD_HINT}")
+        if self.transcript is not None and (not isinstance(self.transcript, str) or len(self.transcript) > MAX_TEXT):
+            raise VoiceError(f"voice {self.name!r}: the transcript must be text of at most {MAX_TEXT} characters")
+        if not isinstance(self.meta, dict) or len(json.dumps(self.meta, default=str)) > MAX_HEADER_BYTES // 2:
+            raise VoiceError(f"voice {self.name!r}: its metadata is not a small JSON object")
 
     @property
     def bundle_hash(self) -> str | None:
@@ -90,23 +104,40 @@ class Voice:
         return atomic_write(Path(path), data, replace=replace)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Voice":
-        """Read and check a voice file; VoiceError if it is missing, partial, corrupt or not a voice."""
+    def load(cls, path: str | Path, *, follow_links: bool = True, expect_name: str | None = None) -> "Voice":
+        """Read and check a voice file; VoiceError if it is missing, not a regular file, over
+        `MAX_FILE_BYTES`, partial, corrupt or not a voice (or, with `expect_name`, a voice of another name)."""
         p = Path(path)
-        try:
-            data = p.read_bytes()  # one open: a concurrent replace gives the old or the new file whole
-        except FileNotFoundError:
-            raise VoiceError(f"no voice file {p}") from None
-        except OSError as e:
-            raise VoiceError(f"voice file {p} cannot be read ({e})") from None
+        data = read_capped(p, MAX_FILE_BYTES, follow_links, "voice file")
         header, tensors = _parse(data, p)
         if _digest(tensors) != header.get("tensors_sha256"):
             raise VoiceError(f"{p} is corrupt (its tensors do not match their checksum); {ADD_HINT}")
+        if expect_name is not None and header.get("name") != expect_name:
+            raise VoiceError(f"{p} holds a voice named {str(header.get('name'))[:64]!r}, not {expect_name!r}; "
+                             f"remove it or {ADD_HINT}")
         try:
             return cls(header["name"], tensors["embedding"], tensors.get("prompt_codes"), header.get("transcript"),
                        dict(header.get("meta") or {}))
-        except (KeyError, TypeError) as e:
-            raise VoiceError(f"{p} is not a complete voice file (missing {e}); {ADD_HINT}") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise VoiceError(f"{p} is not a complete voice file ({type(e).__name__}); {ADD_HINT}") from None
+
+
+def read_capped(p: Path, cap: int, follow_links: bool, what: str) -> bytes:
+    """A regular file's bytes, at most `cap` (VoiceError otherwise: missing, a device, a link, too large)."""
+    flags = os.O_RDONLY | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError:
+        raise VoiceError(f"no {what} {p}") from None
+    except OSError as e:
+        raise VoiceError(f"{what} {p} cannot be opened ({e.strerror or e})") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise VoiceError(f"{what} {p} is not a regular file")
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise VoiceError(f"{what} {p} is over {cap >> 20} MiB; a voice file holds an embedding and ~10 s of frames")
+    return data
 
 
 def _digest(tensors: dict[str, np.ndarray]) -> str:
@@ -122,7 +153,7 @@ def _parse(data: bytes, p: Path) -> tuple[dict, dict[str, np.ndarray]]:
     from safetensors.numpy import load
 
     bad = f"{p} is not a valid voice file (truncated, partial or not safetensors); {ADD_HINT}"
-    if len(data) < 8 or int.from_bytes(data[:8], "little") > len(data) - 8:
+    if len(data) < 8 or int.from_bytes(data[:8], "little") > min(len(data) - 8, MAX_HEADER_BYTES):
         raise VoiceError(bad)
     try:
         n = int.from_bytes(data[:8], "little")
@@ -184,4 +215,4 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["Voice", "check_name", "atomic_write", "ADD_HINT", "SUFFIX", "MAX_PROMPT_SECONDS"]
+__all__ = ["Voice", "check_name", "atomic_write", "read_capped", "ADD_HINT", "SUFFIX", "MAX_PROMPT_SECONDS"]

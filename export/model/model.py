@@ -114,12 +114,13 @@ class TTSModel(nn.Module):
         return d
 
     @classmethod
-    def load(cls, directory: str | Path) -> "TTSModel":
-        """Read a directory written by `save` (or `--weights` for trained weights)."""
+    def load(cls, directory: str | Path, cfg: TTSConfig | None = None) -> "TTSModel":
+        """Read a directory written by `save` (or `--weights` for trained weights); `cfg`: its config,
+        already read and checked (default: read `config.json`)."""
         d = Path(directory)
         if not (d / "config.json").is_file() or not (d / "model.safetensors").is_file():
             raise ValueError(f"{d} needs config.json and model.safetensors (as written by TTSModel.save)")
-        model = cls(TTSConfig.from_json(d / "config.json"))
+        model = cls(cfg or TTSConfig.from_json(d / "config.json"))
         try:
             missing, unexpected = model.load_state_dict(load_file(str(d / "model.safetensors")), strict=False)
         except RuntimeError as e:  # size mismatches

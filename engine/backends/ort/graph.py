@@ -21,6 +21,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ...contract.bundle import Bundle
+from ...contract.graph_io import load_graph
+from ...errors import BundleError
 
 DTYPES = {"float32": np.float32, "int64": np.int64, "float16": np.float16, "int32": np.int32}
 
@@ -39,6 +41,22 @@ def session_options(threads: int | None, spinning: bool = False) -> ort.SessionO
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     so.log_severity_level = 3
     return so
+
+
+def open_session(bundle: Bundle, role: str, so: ort.SessionOptions) -> ort.InferenceSession:
+    """An ONNX Runtime session over the verified bytes of `role` (`contract/graph_io.py`): the model from
+    memory and its external weights as overriding initializers, so ONNX Runtime opens no file itself."""
+    g = load_graph(bundle, role)
+    if g.initializers:
+        so.add_external_initializers(list(g.initializers),
+                                     [ort.OrtValue.ortvalue_from_numpy(a) for a in g.initializers.values()])
+    try:
+        session = ort.InferenceSession(g.model, so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime's errors (InvalidProtobuf, Fail, ...) share no base
+        raise BundleError(f"{bundle.path}: ONNX Runtime cannot load the {role!r} graph "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); rebuild the bundle") from None
+    session._cadenza_keep = g  # the external weights' memory lives as long as the session
+    return session
 
 
 def dim_value(d, dims: dict[str, int], default: int | None = None) -> int:
@@ -68,8 +86,7 @@ class OrtGraph:
         self.state = entry.get("state", [])  # streaming state: [{"input", "output", "shape"}]
         self._buffers = {t["name"]: np.zeros(math.prod(dim_value(d, max_dims, 1) for d in t["shape"]),
                                              DTYPES[t["dtype"]]) for t in self.outputs}
-        self.session = ort.InferenceSession(str(bundle.graph_path(role)), session_options(threads, spinning),
-                                            providers=["CPUExecutionProvider"])
+        self.session = open_session(bundle, role, session_options(threads, spinning))
         self.binding = self.session.io_binding()
         self._bound: tuple | None = None
         self.binds = 0  # how many calls had to (re)bind

@@ -100,9 +100,11 @@ def test_stored_voice_gives_identical_codes(engine, voices):
         np.testing.assert_array_equal(codes(engine, store.get(key)), mem)
         np.testing.assert_array_equal(codes(engine, Voice.load(store.path(key))), mem)
     np.testing.assert_array_equal(codes(engine, "a"), codes(engine, voices["a"]))  # by name
-    np.testing.assert_array_equal(codes(engine, str(store.path("a"))), codes(engine, voices["a"]))  # by path
+    np.testing.assert_array_equal(codes(engine, store.path("a")), codes(engine, voices["a"]))  # a pathlib.Path
     with pytest.raises(VoiceError, match="no voice named 'nobody'"):
         engine.stream(TEXT, voice="nobody")
+    with pytest.raises(VoiceError, match="invalid voice name"):  # a string is a name, never a path
+        engine.stream(TEXT, voice=str(store.path("a")))
 
 def test_stored_prompt_voice_by_name(engine, voices):
     np.testing.assert_array_equal(codes(engine, "a_p"), codes(engine, voices["a_p"]))

@@ -62,7 +62,7 @@ import numpy as np
 from cadenza.engine.voices.store import VoiceStore
 from cadenza.engine.voices.voice import Voice
 store, n, meta = VoiceStore(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
-vs = [Voice("v", np.full(256, i, np.float32), np.full((4, 4000), i, np.int64), "t", meta) for i in (1, 2)]
+vs = [Voice("v", np.full(256, i, np.float32), np.full((4, 120), i, np.int64), "t", meta) for i in (1, 2)]
 for k in range(n):
     store.add(vs[k % 2], replace=True)
 """
@@ -71,7 +71,7 @@ def test_concurrent_replace_and_reads(tmp_path, bundle):
     """A writer process replaces the voice in a loop; reader threads never see a partial file."""
     store = VoiceStore(tmp_path)
     meta = {"family": bundle.manifest["family"], "bundle_hash": bundle.hash}
-    store.add(Voice("v", np.full(E, 1, np.float32), np.full((4, 4000), 1, np.int64), "t", meta))
+    store.add(Voice("v", np.full(E, 1, np.float32), np.full((4, 120), 1, np.int64), "t", meta))
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "400", json.dumps(meta)])
     seen, errors = [], []
 
@@ -105,7 +105,7 @@ def test_resolve_refuses_other_bundles(tmp_path, bundle, engine, meta, match):
     store = VoiceStore(tmp_path)
     v = make_voice(bundle, "old", **meta)
     store.add(v)
-    for ref in ("old", str(tmp_path / "old.safetensors"), v):
+    for ref in ("old", tmp_path / "old.safetensors", v):
         with pytest.raises(VoiceError, match=match):
             store.resolve(ref, bundle)
     with pytest.raises(VoiceError, match=match):

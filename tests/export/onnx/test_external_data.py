@@ -11,18 +11,6 @@ import pytest
 pytest.importorskip("torch", reason="export needs torch")
 
 
-@pytest.fixture(scope="module")
-def external_bundle(tmp_path_factory, tiny_model):
-    from cadenza.export.onnx import to_onnx
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(to_onnx, "EXTERNAL_DATA_BYTES", 0)
-    try:
-        yield to_onnx.to_onnx(tiny_model, tmp_path_factory.mktemp("ext"), progress=None)
-    finally:
-        mp.undo()
-
-
 def test_weights_in_external_files(external_bundle):
     from cadenza.engine.contract.bundle import Bundle
 

@@ -290,7 +290,7 @@ def test_read_codes_batches_the_ring(tiny_torch):
 
 
 def test_missing_weights_is_a_bundle_error(tmp_path):
-    fake = types.SimpleNamespace(path=tmp_path, manifest={}, family="cadenza-reference")
+    fake = types.SimpleNamespace(path=tmp_path, manifest={"files": {}}, family="cadenza-reference")
     with pytest.raises(BundleError, match="no PyTorch weights"):
         TorchGenerator(fake, 1, 64)
 
