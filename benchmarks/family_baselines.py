@@ -39,10 +39,12 @@ class _TorchSource:
         self.bundle = b = Bundle.load(bundle, verify=False)
         c = b.constants
         self.sample_rate, self.hop, self.frame_rate, self.n_codebooks = c.sample_rate, c.hop, c.frame_rate, c.n_codebooks
-        self.checkpoint = b.manifest["source"]["checkpoint"]
-        if not Path(self.checkpoint).is_dir():
-            raise ValueError(f"the reference baseline needs the checkpoint the bundle was exported from "
-                             f"({self.checkpoint}) as a local directory")
+        from cadenza.export.families.checkpoint import CheckpointError, resolve
+
+        try:  # the directory it was exported from, or a hub id (the hub cache serves it offline)
+            self.checkpoint = str(resolve(b.manifest["source"]["checkpoint"], "the checkpoint the bundle was exported from"))
+        except CheckpointError as e:
+            raise ValueError(f"the reference baseline loads the bundle's own checkpoint: {e}") from None
 
     def sample(self, logits, lo: int, hi: int) -> int:
         """Temperature / top-k / top-p sampling among logits[lo:hi] with torch's RNG; returns the index in it."""

@@ -28,6 +28,7 @@ def export_family(family: str, checkpoint: str, out: str | Path, codec: str | No
     """Load a family's checkpoint and write its bundle (graphs, tokenizer.json, manifest)."""
     from ..onnx.manifest import write_manifest
     from ..onnx.to_onnx import export_graph, graph_entry
+    from .checkpoint import provenance
 
     say = progress or (lambda s: None)
     mod = importlib.import_module(f"{__name__}.{family}")
@@ -50,7 +51,7 @@ def export_family(family: str, checkpoint: str, out: str | Path, codec: str | No
     shutil.copyfile(tokenizer_file, out / "tokenizer.json")
     files.append("tokenizer.json")
     blocks = mod.blocks(model, "tokenizer.json", max_seq_len, window)
-    return write_manifest(out, mod.FAMILY, blocks, graphs, files, source=mod.source(checkpoint, codec, model),
+    return write_manifest(out, mod.FAMILY, blocks, graphs, files, source=mod.source(provenance(checkpoint), codec and provenance(codec), model),
                           precision="fp32", random_weights=False,
                           note=f"exported from {checkpoint}: the checkpoint's own weights")
 

@@ -38,6 +38,13 @@ def resolve(source: str, what: str, allow: tuple[str, ...] = ("*.json", "*.safet
                               "where the hub is reachable and pass the directory instead") from None
 
 
+def provenance(source: str) -> str:
+    """How a bundle's manifest names its checkpoint: a local directory as an absolute path (so tools
+    run from elsewhere find it again), a hub id as given."""
+    p = Path(source).expanduser()
+    return str(p.resolve()) if p.is_dir() else source
+
+
 def read_config(directory: Path, what: str) -> dict:
     """The checkpoint's config.json, or a CheckpointError naming what is missing."""
     f = directory / "config.json"

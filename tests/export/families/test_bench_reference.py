@@ -27,3 +27,20 @@ def test_reference_family_baselines_are_refused_on_a_family_bundle(orpheus_bundl
 
     with pytest.raises(ValueError, match="--baselines reference"):
         run_bench(BenchConfig(bundle=str(orpheus_bundle), baselines=["torch-eager"], streams=[1], runs=1))
+
+
+def test_the_manifest_names_a_local_checkpoint_by_its_absolute_path(orpheus_bundle, orpheus_dir, snac_dir,
+                                                                     tmp_path, monkeypatch):
+    """The bench's reference baseline reloads the checkpoint from the manifest, from any directory."""
+    import json
+
+    from pathlib import Path
+
+    from cadenza.export.families.checkpoint import provenance
+
+    orpheus_dir, snac_dir = Path(orpheus_dir), Path(snac_dir)
+    src = json.loads((orpheus_bundle / "manifest.json").read_text())["source"]
+    assert src["checkpoint"] == str(orpheus_dir.resolve()) and src["codec"] == str(snac_dir.resolve())
+    monkeypatch.chdir(orpheus_dir.parent)
+    assert provenance(orpheus_dir.name) == str(orpheus_dir.resolve())
+    assert provenance("canopylabs/orpheus-3b-0.1-ft") == "canopylabs/orpheus-3b-0.1-ft"
