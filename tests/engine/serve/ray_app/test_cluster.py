@@ -161,6 +161,15 @@ def test_metrics_per_replica_and_summed_in_rays_export(ray_serve):
     assert "ray_cadenza_ttfa_seconds_bucket{" in text and "ray_cadenza_audio_seconds_total{" in text
 
 
+def test_the_soak_load_test_through_the_proxy_counts_requests_per_replica(ray_serve):
+    from cadenza.benchmarks import soak
+
+    r = asyncio.run(soak.over_http(ray_serve.url, clients=6, seconds=3.0, headers=ray_serve.headers))
+    assert r["requests_ok"] >= 6 and not r["errors"], r["errors"]
+    assert sum(r["requests_per_replica"].values()) == r["requests_ok"] and len(r["requests_per_replica"]) <= 2
+    assert 1 <= len(r["server_rss_mib"]) <= 2 and all(v["max"] > 10 for v in r["server_rss_mib"].values())
+
+
 # --- failure --------------------------------------------------------------------------------
 def _replica_actor(ray, replica_id: str) -> str:
     """The actor name of the replica whose `X-Cadenza-Replica` is `replica_id` (namespace `serve`)."""
