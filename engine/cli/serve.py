@@ -44,14 +44,14 @@ def register(sub) -> None:
                    help="autoscale on ongoing requests between --min-replicas and this many replicas")
     r.add_argument("--target-streams", type=float, default=None,
                    help="autoscaling: ongoing requests per replica to aim for (default 3/4 of --max-streams)")
-    r.add_argument("--replica-cpus", type=float, default=1.0,
+    r.add_argument("--replica-cpus", type=float, default=None,
                    help="CPUs Ray reserves per replica (default 1; 0 or a fraction to pack replicas)")
     r.add_argument("--address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
                    help="the Ray cluster to deploy on (default: start a local cluster for this process)")
     p.set_defaults(func=run)
 
 
-RAY_ONLY = ("replicas", "min_replicas", "max_replicas", "target_streams", "address")
+RAY_ONLY = ("replicas", "min_replicas", "max_replicas", "target_streams", "replica_cpus", "address")
 
 
 def parse_bundles(specs: list[str]) -> dict[str, Path]:
@@ -122,13 +122,13 @@ def run_ray(args) -> int:
                        f"pip install 'cadenza-tts[{extra}]'")
     _api_key(args)  # the replicas read it from their environment (forwarded to them)
     bundles = {name: str(path) for name, path in parse_bundles(args.bundle).items()}
-    sargs = ServeArgs(bundle=bundles, replicas=args.replicas or 1, min_replicas=args.min_replicas,
-                      max_replicas=args.max_replicas, target_streams=args.target_streams,
-                      replica_cpus=args.replica_cpus, max_streams=args.max_streams, max_queue=args.max_queue,
-                      queue_timeout=args.queue_timeout, threads=args.threads, backend=args.backend,
-                      voice_store=args.voice_store, api_key_env=args.api_key_env,
-                      max_input_chars=args.max_input_chars, max_body_bytes=args.max_body_bytes,
-                      max_upload_bytes=args.max_upload_bytes, drain_timeout=args.drain_timeout)
+    optional = ("replicas", "min_replicas", "max_replicas", "target_streams", "replica_cpus", "threads",
+                "voice_store", "api_key_env")  # left to ServeArgs' defaults when not given
+    sargs = ServeArgs(bundle=bundles, max_streams=args.max_streams, max_queue=args.max_queue,
+                      queue_timeout=args.queue_timeout, backend=args.backend, max_input_chars=args.max_input_chars,
+                      max_body_bytes=args.max_body_bytes, max_upload_bytes=args.max_upload_bytes,
+                      drain_timeout=args.drain_timeout,
+                      **{k: getattr(args, k) for k in optional if getattr(args, k) is not None})
     return driver.run(sargs, address=args.address, host=args.host, port=args.port)
 
 

@@ -86,8 +86,8 @@ def test_cadenza_serve_without_ray_serves_with_ray_blocked(tiny_bundle, tmp_path
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-c", CLI_WITHOUT_RAY, "ray", "serve", "--bundle", f"tiny={tiny_bundle}", "--port", str(port),
-           "--threads", "1", "--voice-store", str(tmp_path), "--log-level", "warning"]
+    cmd = [sys.executable, "-c", CLI_WITHOUT_RAY, "ray", "serve", "--bundle", f"tiny={tiny_bundle}",
+           "--port", str(port), "--threads", "1", "--voice-store", str(tmp_path), "--log-level", "warning"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -34,13 +34,15 @@ def test_autoscaling_between_min_and_max_on_ongoing_requests():
     assert opts["autoscaling_config"] == {"min_replicas": 0, "max_replicas": 4, "initial_replicas": 1,
                                           "target_ongoing_requests": 12.0}
     opts = ServeArgs(bundle={"t": "/b"}, max_replicas=2, target_streams=3).deployment_options()
-    assert opts["autoscaling_config"]["min_replicas"] == 1 and opts["autoscaling_config"]["target_ongoing_requests"] == 3
+    auto = opts["autoscaling_config"]
+    assert auto["min_replicas"] == 1 and auto["target_ongoing_requests"] == 3
 
 
 def test_the_api_key_travels_in_the_replicas_environment_not_their_arguments(monkeypatch):
     monkeypatch.setenv("CADENZA_ARGS_TEST_KEY", "s3cret")
     a = ServeArgs(bundle={"t": "/b"}, api_key_env="CADENZA_ARGS_TEST_KEY")
-    assert a.deployment_options()["ray_actor_options"]["runtime_env"] == {"env_vars": {"CADENZA_ARGS_TEST_KEY": "s3cret"}}
+    env = a.deployment_options()["ray_actor_options"]["runtime_env"]
+    assert env == {"env_vars": {"CADENZA_ARGS_TEST_KEY": "s3cret"}}
     assert "s3cret" not in repr(a.model_dump())
     app = build_app(a)
     assert app is not None  # a bound application, deployable with serve.run

@@ -100,6 +100,32 @@ def test_openai_sdk_streams_through_the_proxy(ray_serve, reference):
     assert_pcm_matches(got, expected_pcm16(reference, TEXT, seed=42))
 
 
+def test_websocket_through_the_proxy(ray_serve, reference):
+    websockets = pytest.importorskip("websockets")
+    from cadenza.engine.runtime.text_feed import FeedRules
+
+    text = "Hello there, my good friend. How are you doing today?"
+
+    async def speak():
+        url = ray_serve.url.replace("http://", "ws://") + "/v1/audio/speech/ws"
+        async with websockets.connect(url, additional_headers=ray_serve.headers, max_size=None) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            await ws.send(json.dumps({"type": "session.update", "model": "tiny", "seed": 4, "text_wait_ms": None}))
+            assert json.loads(await ws.recv())["type"] == "session.updated"
+            for piece in ("Hello there, my go", "od friend. How are", " you doing today?"):
+                await ws.send(json.dumps({"type": "text.delta", "delta": piece}))
+            await ws.send(json.dumps({"type": "text.done"}))
+            audio = bytearray()
+            while isinstance(msg := await asyncio.wait_for(ws.recv(), 60), bytes):
+                audio += msg
+            return bytes(audio), json.loads(msg)
+
+    audio, done = asyncio.run(speak())
+    assert done["type"] == "audio.done"
+    pcm = reference.stream(iter([text]), seed=4, feed_rules=FeedRules(wait_s=None)).read_all()
+    assert_pcm_matches(np.frombuffer(audio, "<i2"), (np.clip(pcm, -1, 1) * 32767).round().astype(np.int16))
+
+
 def test_a_voice_added_through_one_replica_speaks_on_every_replica(ray_serve, reference):
     """The replicas share one voice store directory: an upload on one is a file every replica reads."""
     sample = wav_bytes(voiced(24_000, 4.0), 24_000).getvalue()
@@ -129,7 +155,8 @@ def test_errors_keep_openai_shape_and_a_full_deployment_answers_429(ray_serve):
     r = httpx.post(ray_serve.url + "/v1/audio/speech", json=_body(model="tts-1"), headers=ray_serve.headers)
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
     # 2 replicas x max_streams ongoing + max_queue waiting in the proxy; the rest is refused by Ray's proxy
-    results = speak_all(ray_serve, [_body(LONG, seed=i) for i in range(2 * ray_serve.max_streams + ray_serve.max_queue + 24)])
+    n = 2 * ray_serve.max_streams + ray_serve.max_queue + 24
+    results = speak_all(ray_serve, [_body(LONG, seed=i) for i in range(n)])
     assert {s.status for s in results} == {200, 429}, [(s.status, s.error) for s in results]
     busy = [s for s in results if s.status == 429]
     for s in busy:
