@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 bundles/tiny/manifest.json: $(STAMP)
-	$(BIN)/cadenza export --size tiny --seed 0 --out bundles/tiny
+	$(BIN)/cadenza export --size tiny --seed 0 --torch-weights --out bundles/tiny
 
 demo: bundles/tiny/manifest.json
 	$(BIN)/cadenza say "$(TEXT)" --bundle bundles/tiny -o out.wav --seed 0

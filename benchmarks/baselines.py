@@ -114,7 +114,8 @@ def load_reference(weights: Path):
 
     if not (weights / "config.json").is_file() or not (weights / "model.safetensors").is_file():
         raise BundleError(f"{weights} has no PyTorch weights (config.json + model.safetensors) for the torch-eager "
-                          f"baseline; {REBUILD_HINT}, or leave torch-eager out of --baselines")
+                          "baseline; export the bundle with `cadenza export ... --torch-weights`, or leave "
+                          "torch-eager out of --baselines")
     model = TTSModel(TTSConfig.from_json(weights / "config.json"))
     state = {k: v for k, v in load_file(str(weights / "model.safetensors")).items() if k.startswith(RUN_PARTS)}
     try:
@@ -194,9 +195,10 @@ class OrtNaive:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.log_severity_level = 3
-        roles = ["backbone_prefill", "backbone_step", "codec_decode"] + (["depth_step"] if b.has("depth_step") else [])
+        roles = ["backbone", "codec_decode"] + (["depth"] if b.has("depth") else [])
         self.sess = {r: ort.InferenceSession(str(b.graph_path(r)), so, providers=["CPUExecutionProvider"])
                      for r in roles}
+        self.emb = b.embedding
 
     def _run(self, role: str, feeds: dict) -> dict:
         s = self.sess[role]
@@ -207,43 +209,51 @@ class OrtNaive:
         names = [kv[k] % l for l in range(kv["layers"]) for k in ("past_key", "past_value")]
         return dict(zip(names, cache))
 
-    def _grow(self, role: str, cache: list[np.ndarray] | None, out: dict) -> list[np.ndarray]:
+    def _grow(self, role: str, cache: list[np.ndarray], out: dict) -> list[np.ndarray]:
+        """The cache after a call: the past with the new entries appended (a portable graph returns
+        them; a fused graph, given no shared buffer, returns the whole grown cache)."""
         kv = self.bundle.graph(role)["kv"]
-        new = [out[kv[k] % l] for l in range(kv["layers"]) for k in ("new_key", "new_value")]
-        return new if cache is None else [np.concatenate([a, b], axis=2) for a, b in zip(cache, new)]
+        new = [out[kv[k] % l] for l in range(kv["layers"]) for k in ("out_key", "out_value")]
+        return new if kv["mode"] == "in_place" else [np.concatenate([a, b], axis=2) for a, b in zip(cache, new)]
 
     def _empty(self, role: str) -> list[np.ndarray]:
         kv = self.bundle.graph(role)["kv"]
         return [np.zeros((1, kv["kv_heads"], 0, kv["head_dim"]), np.float32)] * (2 * kv["layers"])
 
+    def _backbone(self, ids: np.ndarray) -> None:
+        """Append the positions `ids` [1, P, slots] after `self.pos` cached ones."""
+        P = ids.shape[1]
+        feeds = {"ids": ids, "seqlens_k": np.array([self.pos + P - 1], np.int32),
+                 "query_seqlens": np.array([P], np.int32), **self._past("backbone", self.cache)}
+        if self.bundle.constants.speaker_dim:
+            feeds["voice"] = np.zeros((1, self.bundle.constants.speaker_dim), np.float32)
+        out = self._run("backbone", feeds)
+        self.cache = self._grow("backbone", self.cache, out)
+        self.logits, self.hidden, self.pos = out["logits"], out.get("hidden"), self.pos + P
+
     def begin(self, text: str, seed: int) -> None:
         self.sampler = StreamSampler(SamplingParams(seed=seed, **SAMPLING), self.n_codebooks)
-        ids = np.array([tok.prompt_tokens(tok.check_text(text))], np.int64)  # [1, P]
-        feeds = {"tokens": ids, "voice": np.zeros((1, self.bundle.constants.speaker_dim), np.float32),
-                 "lengths": np.array([ids.shape[1]]), "start": np.zeros(1, np.int64),
-                 **self._past("backbone_prefill", self._empty("backbone_prefill"))}
-        out = self._run("backbone_prefill", feeds)
-        self.cache = self._grow("backbone_prefill", None, out)
-        self.logits, self.hidden, self.pos, self.last = out["logits"], out["hidden"], ids.shape[1], None
+        tokens = tok.prompt_tokens(tok.check_text(text))
+        ids = np.full((1, len(tokens), self.emb.slots), self.emb.null_row, np.int64)
+        ids[0, :, 0] = self.emb.text_offset + np.array(tokens)
+        self.cache, self.pos, self.last = self._empty("backbone"), 0, None
+        self._backbone(ids)
         g = self.bundle.graph("codec_decode")
         self.codec_state = {s["input"]: np.zeros((1, *s["shape"]), np.float32) for s in g["state"]}
 
     def next_frame(self) -> np.ndarray:
         if self.last is not None:
-            feeds = {"codes": self.last[None], "positions": np.array([self.pos]),
-                     **self._past("backbone_step", self.cache)}
-            out = self._run("backbone_step", feeds)
-            self.cache = self._grow("backbone_step", self.cache, out)
-            self.logits, self.hidden, self.pos = out["logits"], out["hidden"], self.pos + 1
+            self._backbone((self.last + np.asarray(self.emb.code_offsets))[None, None, :])
         logits = self.logits[0].copy()
         logits[self.eos] = -np.inf  # forced length
         codes = [self.sampler.sample(logits, 0)]
-        cache = self._empty("depth_step") if self.n_codebooks > 1 else None
+        cache = self._empty("depth") if self.n_codebooks > 1 else None
+        offsets = self.bundle.depth_embedding.offsets if self.n_codebooks > 1 else ()
         for p in range(self.n_codebooks - 1):
-            feeds = {"hidden": self.hidden, "prev_code": np.array([codes[-1]]), "depth_pos": np.array([p]),
-                     **self._past("depth_step", cache)}
-            out = self._run("depth_step", feeds)
-            cache = self._grow("depth_step", cache if p else None, out)
+            feeds = {"hidden": self.hidden, "ids": np.array([offsets[p] + codes[-1]]), "depth_pos": np.array([p]),
+                     **self._past("depth", cache)}
+            out = self._run("depth", feeds)
+            cache = self._grow("depth", cache, out)
             codes.append(self.sampler.sample(out["logits"][0], p + 1))
         self.last = np.asarray(codes, np.int64)
         self.sampler.end_frame(self.last)

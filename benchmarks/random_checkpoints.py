@@ -174,8 +174,8 @@ def csm_config(size: str = "tiny", num_codebooks: int = 32) -> CsmConfig:
                          depth_decoder_config=depth, codec_config={"model_type": "mimi", "num_quantizers": 32})
     depth = dict(
         num_codebooks=num_codebooks, backbone_hidden_size=64, vocab_size=2051, hidden_size=32,
-        intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=8, max_position_embeddings=num_codebooks + 1, rope_parameters=dict(LLAMA3_ROPE),
+        intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=16, max_position_embeddings=num_codebooks + 1, rope_parameters=dict(LLAMA3_ROPE),
     )
     mimi = dict(MIMI_TINY, num_quantizers=num_codebooks)
     return CsmConfig(

@@ -67,7 +67,7 @@ class Engine:
         self.max_len = int(max_len or c.max_seq_len)
         if not 8 <= self.max_len <= c.max_seq_len:
             raise ValueError(f"max_len must be in [8, {c.max_seq_len}] (the model's context), got {self.max_len}")
-        self.slots = slots_within(c, self.max_len, max_streams, memory_budget_mb, spec.kv_itemsize)
+        self.slots = slots_within(c, self.max_len, max_streams, memory_budget_mb, spec.kv_itemsize or bundle.kv_itemsize)
         self.chunk = chunk or ChunkSchedule()
         self._builder = RequestBuilder(bundle, self.max_len)
         self._closed = False
@@ -255,7 +255,7 @@ class Engine:
         """Intra-op threads for generation: one for small graphs (waking a pool for every tiny op
         costs more than it saves), every core once a step's weights (its graph file plus any
         external data) are large enough to share."""
-        return 1 if bundle.weight_bytes["backbone_step"] < 32 * 2**20 else (os.cpu_count() or 1)
+        return 1 if bundle.weight_bytes["backbone"] < 32 * 2**20 else (os.cpu_count() or 1)
 
 
 def slots_within(c: ModelConstants, max_len: int, max_streams: int, budget_mb: float, itemsize: int) -> int:

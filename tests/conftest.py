@@ -68,37 +68,51 @@ def tiny_model_k1():
     return exp.build_model("tiny", 0, n_codebooks=1)
 
 
+def _specs(model) -> dict:
+    graphs, _ = _export_modules()
+    from cadenza.export.onnx.stack import portable_specs
+
+    return {s.role: s for s in [*portable_specs(*graphs.reference_parts(model), model.cfg.speaker_dim),
+                                *graphs.codec_specs(model)]}
+
+
 @pytest.fixture(scope="session")
 def tiny_specs(tiny_model) -> dict:
-    """role -> GraphSpec (PyTorch wrapper module + input/output specs) of `tiny_model`."""
-    graphs, _ = _export_modules()
-    return {s.role: s for s in graphs.graph_specs(tiny_model)}
+    """role -> GraphSpec (PyTorch module + input/output specs) of `tiny_model`: the portable stacks, the codec."""
+    return _specs(tiny_model)
 
 
 @pytest.fixture(scope="session")
 def tiny_specs_k1(tiny_model_k1) -> dict:
-    graphs, _ = _export_modules()
-    return {s.role: s for s in graphs.graph_specs(tiny_model_k1)}
+    return _specs(tiny_model_k1)
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_model, tmp_path_factory) -> Path:
-    """`tiny_model` exported once per session (read-only: copy it before tampering)."""
+    """`tiny_model` exported once per session: fused graphs, with its PyTorch weights (read-only: copy it
+    before tampering)."""
     _, exp = _export_modules()
-    return exp.to_onnx(tiny_model, tmp_path_factory.mktemp("tiny_bundle"), progress=None)
+    return exp.to_onnx(tiny_model, tmp_path_factory.mktemp("tiny_bundle"), progress=None, torch_weights=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_portable(tiny_model, tmp_path_factory) -> Path:
+    """`tiny_model` in standard ONNX operators (read-only)."""
+    _, exp = _export_modules()
+    return exp.to_onnx(tiny_model, tmp_path_factory.mktemp("tiny_portable"), progress=None, form="portable")
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle_k1(tiny_model_k1, tmp_path_factory) -> Path:
     """`tiny_model_k1` exported once per session (read-only)."""
     _, exp = _export_modules()
-    return exp.to_onnx(tiny_model_k1, tmp_path_factory.mktemp("tiny_bundle_k1"), progress=None)
+    return exp.to_onnx(tiny_model_k1, tmp_path_factory.mktemp("tiny_bundle_k1"), progress=None, torch_weights=True)
 
 
 @pytest.fixture(scope="session")
-def tiny_ort(tiny_bundle) -> OrtBundle:
-    """ONNX Runtime CPU sessions over `tiny_bundle`."""
-    return OrtBundle(tiny_bundle)
+def tiny_ort(tiny_bundle_portable) -> OrtBundle:
+    """ONNX Runtime CPU sessions over the portable `tiny` bundle (graphs with the wrappers' signatures)."""
+    return OrtBundle(tiny_bundle_portable)
 
 
 @pytest.fixture(scope="session")

@@ -40,13 +40,14 @@ class Backend:
         summary: one line for error messages and docs.
         opener: "module:function"; the function takes (bundle, slots, max_len, threads,
             codec_threads, max_frames) and returns `Opened`. Imported on first use.
-        kv_itemsize: bytes per KV-cache element (sizes the slots within the memory budget).
+        kv_itemsize: bytes per KV-cache element (sizes the slots within the memory budget); 0: the
+            bundle's own cache type (its graphs' `kv.dtype`).
     """
 
     name: str
     summary: str
     opener: str
-    kv_itemsize: int = 4
+    kv_itemsize: int = 0
 
     def open(self, bundle: Bundle, *, slots: int, max_len: int, threads: int, codec_threads: int,
              max_frames: int) -> Opened:
@@ -75,6 +76,6 @@ def get_backend(name: str) -> Backend:
 
 register(Backend("ort", "ONNX Runtime on the CPU; the default", "cadenza.engine.backends.ort:open_backend"))
 register(Backend("torch", "PyTorch eager on the CPU, the reference; needs torch",
-                 "cadenza.engine.backends.torch:open_cpu"))
+                 "cadenza.engine.backends.torch:open_cpu", kv_itemsize=4))
 register(Backend("torch-cuda", "PyTorch with CUDA graphs on a GPU; needs a CUDA build of torch",
                  "cadenza.engine.backends.torch:open_cuda", kv_itemsize=2))

@@ -28,11 +28,12 @@ from .files import open_inside, read_verified, sha256_fd
 from .layout import TokenLayout
 from .length import LengthPolicy
 from .prompt import ByteTokenizer, FileTokenizer, PromptTemplate
+from .stack import DepthEmbedding, Embedding
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 REBUILD_HINT = "rebuild it with `cadenza export --size SIZE --out DIR` (or re-run the export that made it)"
-ROLES = ("backbone_prefill", "backbone_step", "depth_step", "codec_decode", "codec_encode", "speaker_encode")
+ROLES = ("backbone", "depth", "codec_decode", "codec_encode", "speaker_encode")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -60,6 +61,8 @@ class Bundle:
     prompt: PromptTemplate = field(init=False)
     length: LengthPolicy = field(init=False)
     codec: CodecSpec = field(init=False)
+    embedding: Embedding = field(init=False)  # how the backbone's table is addressed
+    depth_embedding: DepthEmbedding | None = field(init=False)
 
     def __post_init__(self):
         where = str(self.path / MANIFEST)
@@ -80,6 +83,15 @@ class Bundle:
         self.prompt = PromptTemplate.from_dict(m["prompt"], where)
         self.length = LengthPolicy.from_dict(m["length"], where)
         self.codec = CodecSpec.from_manifest(m, where)
+        depth = self.layout.kind == "depth" and self.layout.depth_positions > 0
+        for role in ("backbone", "codec_decode") + (("depth",) if depth else ()):
+            if role not in m["graphs"]:
+                raise BundleError(f"{where} has no {role!r} graph; {REBUILD_HINT}")
+        self.embedding = Embedding.from_dict(m["graphs"]["backbone"].get("embedding"), c.n_codebooks,
+                                             f"{where}: graph 'backbone'")
+        self.depth_embedding = (DepthEmbedding.from_dict(m["graphs"]["depth"].get("embedding"),
+                                                         self.layout.depth_positions, f"{where}: graph 'depth'")
+                                if depth else None)
 
     @functools.cached_property
     def tokenizer(self):
@@ -171,6 +183,11 @@ class Bundle:
         """The graph file of `role` and its external-data files (weights kept beside the graph)."""
         entry = self.graph(role)
         return [self.path / entry["file"], *(self.path / d for d in entry.get("data", []))]
+
+    @property
+    def kv_itemsize(self) -> int:
+        """Bytes per element of the backbone's KV cache (its graph's `kv.dtype`)."""
+        return 2 if self.graph("backbone")["kv"].get("dtype") == "float16" else 4
 
     @functools.cached_property
     def weight_bytes(self) -> dict[str, int]:

@@ -12,6 +12,7 @@ import re
 from pathlib import PurePosixPath
 
 from ..errors import BundleError
+from .stack import kv_mode
 
 DTYPES = ("float32", "float16", "int64", "int32")
 DIM_RE = re.compile(r"^[a-z_]{1,32}([*/][0-9]{1,7})?$")
@@ -90,10 +91,13 @@ def _tensor(t, w: str) -> None:
 
 
 def _kv(role: str, kv, consts: dict, w: str) -> None:
-    want = consts["depth_layers"] if role == "depth_step" else consts["backbone_layers"]
+    want = consts["depth_layers"] if role == "depth" else consts["backbone_layers"]
     if not isinstance(kv, dict) or kv.get("layers") != want:
         raise fail(w, f"kv layers {kv.get('layers') if isinstance(kv, dict) else kv!r} != the model's {want}")
-    for key in ("past_key", "past_value", "new_key", "new_value"):
+    kv_mode(kv, w)
+    if kv.get("dtype", "float32") not in ("float32", "float16"):
+        raise fail(w, f"kv dtype {str(kv.get('dtype'))[:20]!r} is not float32 or float16")
+    for key in ("past_key", "past_value", "out_key", "out_value"):
         name = kv.get(key)
         if not isinstance(name, str) or name.count("%d") != 1 or "%" in name.replace("%d", "") or len(name) > 64:
             raise fail(w, f"kv {key!r} must be a name with one %d, got {str(name)[:40]!r}")

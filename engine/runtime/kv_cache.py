@@ -1,8 +1,9 @@
 """The KV cache: one preallocated array, slots x max length, written in place.
 
 Layout `[L, 2, S, Hkv, T, Dh]` (layer-major, then key/value, then slot): the
-per-layer graph inputs of a batch over slots `0..B-1` are the contiguous views
-`cache[l, 0, :B]` / `cache[l, 1, :B]`, so binding them copies nothing. Active
+per-layer graph inputs of a batch over slots `s..s+B-1` are the contiguous views
+`cache[l, 0, s:s+B]` / `cache[l, 1, s:s+B]`, so binding them copies nothing (and a
+graph that writes its new entries in place writes straight into the cache). Active
 streams are kept compact in the first slots: when one leaves, the last active
 slot's valid prefix moves into the hole (`move`).
 
@@ -36,37 +37,35 @@ class CacheShape:
 class KVCache:
     """A slot-managed cache array for one transformer (backbone or depth decoder)."""
 
-    def __init__(self, shape: CacheShape, slots: int):
+    def __init__(self, shape: CacheShape, slots: int, dtype=np.float32):
         if slots < 1:
             raise KVCacheExhausted(f"a KV cache needs at least one slot ({shape.slot_bytes() / 2**20:.1f} MiB each); "
                                    "raise the engine's memory budget or lower max_len")
         self.shape, self.slots = shape, slots
         s = shape
-        self.data = np.zeros((s.layers, 2, slots, s.kv_heads, s.max_len, s.head_dim), np.float32)
+        self.data = np.zeros((s.layers, 2, slots, s.kv_heads, s.max_len, s.head_dim), dtype)
 
     @property
     def nbytes(self) -> int:
         return self.data.nbytes
 
-    def views(self, batch: int) -> list[np.ndarray]:
-        """Per-layer [key, value] views over slots 0..batch-1, interleaved as the graphs take them."""
-        return [self.data[l, kv, :batch] for l in range(self.shape.layers) for kv in (0, 1)]
+    def views(self, batch: int, start: int = 0) -> list[np.ndarray]:
+        """Per-layer [key, value] views over slots start..start+batch-1, interleaved as the graphs take them."""
+        return [self.data[l, kv, start:start + batch] for l in range(self.shape.layers) for kv in (0, 1)]
 
-    def slot_views(self, slot: int) -> list[np.ndarray]:
-        """Per-layer views of one slot with a batch dim of 1."""
-        return [self.data[l, kv, slot:slot + 1] for l in range(self.shape.layers) for kv in (0, 1)]
-
-    def write_rows(self, new: list[np.ndarray], batch: int, positions: np.ndarray) -> None:
+    def write_rows(self, new: list[np.ndarray], batch: int, positions: np.ndarray, start: int = 0) -> None:
         """Write one new entry per row: `new` holds per layer the key and value outputs of a step
-        ([B, Hkv, 1, Dh] each, interleaved as the graphs return them), row b at positions[b]
-        (the caller checked every position is below max_len)."""
-        rows = np.arange(batch)
+        ([B, Hkv, 1, Dh] each, interleaved as the graphs return them), row b into slot start + b at
+        positions[b] (the caller checked every position is below max_len)."""
+        rows = np.arange(start, start + batch)
         for i, arr in enumerate(new):  # advanced indices (rows, positions) -> [B, Hkv, Dh]
             self.data[i // 2, i % 2, rows, :, positions[:batch], :] = arr[:batch, :, 0, :]
 
-    def write_prefix(self, new: np.ndarray, slot: int, start: int, n: int) -> None:
-        """Write a prefill's entries: new [L, 2, 1, Hkv, >=n, Dh] into `slot` at start..start+n."""
-        self.data[:, :, slot, :, start:start + n, :] = new[:, :, 0, :, :n, :]
+    def write_span(self, new: list[np.ndarray], row: int, slot: int, start: int, n: int) -> None:
+        """Write row `row` of a call's outputs (per layer key and value [B, Hkv, >=n, Dh], interleaved)
+        into `slot` at positions start..start+n."""
+        for i, arr in enumerate(new):
+            self.data[i // 2, i % 2, slot, :, start:start + n, :] = arr[row, :, :n, :]
 
     def copy_prefix(self, src: np.ndarray, slot: int, n: int) -> None:
         """Copy a cached prefix src [L, 2, Hkv, n, Dh] into `slot` (voice-prompt prefix cache)."""

@@ -35,7 +35,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..contract.text import check_text
 from ..errors import EngineBusy, EngineClosed, TextError
 
 _BOUNDARY = re.compile(r"([.!?;:])(?=\s)|([,\u2014\u2013-])(?=\s)")  # split_text's sentence / clause marks

@@ -17,9 +17,9 @@ checkpoint), exported to the `depth` token layout:
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..onnx.spec import FLOAT, INT, GraphSpec, TensorSpec, interleave, kv_specs, pairs
+from ..onnx.spec import FLOAT, INT, GraphSpec, TensorSpec
+from ..onnx.stack import BackboneParts, DepthParts, with_null_row
 from . import llama
 from .checkpoint import CheckpointError, read_config, require_architecture, require_files, resolve
 from .mimi import MimiCodeEncoder, MimiStreamingDecoder
@@ -27,75 +27,6 @@ from .mimi import MimiCodeEncoder, MimiStreamingDecoder
 FAMILY = "csm"
 BOS, EOS_TEXT = 128000, 128001
 MAX_AUDIO_FRAMES = 1125  # the reference generator's 90 s
-
-
-class CsmBackbone(nn.Module):
-    """Text embeddings, summed audio embeddings, the decoder stack, codebook 0's head."""
-
-    def __init__(self, hf: nn.Module, max_seq_len: int):
-        super().__init__()
-        self.text_emb = nn.Embedding.from_pretrained(hf.embed_text_tokens.weight.detach().float())
-        audio = hf.backbone_model.embed_tokens
-        self.audio_emb = nn.Embedding.from_pretrained(audio.embed_audio_tokens.weight.detach().float())
-        self.register_buffer("offsets", audio.audio_tokens_offsets.detach().clone(), persistent=False)  # [K]
-        self.body = llama.from_hf(hf.backbone_model, hf.config, max_seq_len)
-        self.head = nn.Linear(hf.config.hidden_size, hf.config.vocab_size, bias=False)
-        self.head.weight.data.copy_(hf.lm_head.weight.detach().float())
-
-    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, K] -> summed embeddings [B, 1, D]."""
-        return self.audio_emb(codes + self.offsets).sum(1, keepdim=True)
-
-
-class CsmPrefill(nn.Module):
-    def __init__(self, bb: CsmBackbone):
-        super().__init__()
-        self.bb = bb
-
-    def forward(self, tokens, lengths, start, *past):
-        P = tokens.shape[1]
-        positions = start[:, None] + torch.arange(P)[None, :]  # [B, P]
-        pk, pv = pairs(past)
-        h, nk, nv = self.bb.body(self.bb.text_emb(tokens), positions, pk, pv, start)  # [B, P, D]
-        last = h.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, h.shape[-1]))[:, 0]  # [B, D]
-        return (self.bb.head(last), last, *interleave(nk, nv))
-
-
-class CsmStep(nn.Module):
-    def __init__(self, bb: CsmBackbone):
-        super().__init__()
-        self.bb = bb
-
-    def forward(self, codes, positions, *past):
-        pk, pv = pairs(past)
-        h, nk, nv = self.bb.body(self.bb.embed_codes(codes), positions[:, None], pk, pv, positions)
-        last = h[:, 0]  # [B, D]
-        return (self.bb.head(last), last, *interleave(nk, nv))
-
-
-class CsmDepth(nn.Module):
-    """One depth position: 0 takes the backbone hidden, k >= 1 codebook k-1's code; head k-1."""
-
-    def __init__(self, hf: nn.Module):
-        super().__init__()
-        d = hf.depth_decoder
-        self.V = d.config.vocab_size
-        self.code_emb = nn.Embedding.from_pretrained(d.model.embed_tokens.weight.detach().float())
-        self.proj = nn.Linear(d.config.backbone_hidden_size, d.config.hidden_size, bias=False)
-        self.proj.weight.data.copy_(d.model.inputs_embeds_projector.weight.detach().float())
-        self.body = llama.from_hf(d.model, d.config, d.config.max_position_embeddings)
-        self.heads = nn.Parameter(d.codebooks_head.weight.detach().float(), requires_grad=False)  # [K-1, Dd, V]
-
-    def forward(self, hidden, prev_code, depth_pos, *past):
-        """hidden [B, D], prev_code [B], depth_pos [1] -> (logits [B, V], new K/V...)."""
-        pk, pv = pairs(past)
-        k = (depth_pos - 1).clamp(min=0)  # [1]: the codebook of prev_code, and the head's index
-        first = (depth_pos == 0)[:, None]  # [1, 1]
-        x = torch.where(first, hidden, self.code_emb(prev_code + k * self.V))  # [B, D]
-        pos = depth_pos.expand(hidden.shape[0])  # [B]
-        h, nk, nv = self.body(self.proj(x)[:, None], pos[:, None], pk, pv, pos)  # [B, 1, Dd]
-        head = self.heads.index_select(0, k)[0]  # [Dd, V]
-        return (h[:, 0] @ head, *interleave(nk, nv))
 
 
 def load(checkpoint: str, codec: str | None = None):
@@ -117,39 +48,43 @@ def load(checkpoint: str, codec: str | None = None):
     return model, d / "tokenizer.json", mimi
 
 
-def graph_specs(model, mimi, max_seq_len: int) -> list[GraphSpec]:
-    """backbone_prefill, backbone_step, depth_step, codec_decode (stateful Mimi), codec_encode."""
+def parts(model, max_seq_len: int) -> tuple[BackboneParts, DepthParts]:
+    """The backbone and the depth decoder as the exporter's parts.
+
+    Backbone table rows: codebook k's code c at `k*V + c` (the family's audio offsets), text token
+    t at `K*V + t`, then the null row. Depth: position 0 takes the backbone hidden through
+    `inputs_embeds_projector` (the null row adds nothing); position k >= 1 takes codebook k-1's
+    code, whose row of the table is its embedding already projected (the projector is linear
+    and has no bias); head k-1.
+    """
     c = model.config
     K, V = c.num_codebooks, c.vocab_size
-    bb, depth = CsmBackbone(model, max_seq_len).eval(), CsmDepth(model).eval()
-    b, d = bb.body.cfg, depth.body.cfg
-    B, P, T = 2, 5, 7
-    past, new, kv = kv_specs(b.n_layers, b.n_kv_heads, b.head_dim, "cache_len", "prompt_len")
-    cache = [torch.randn(B, b.n_kv_heads, T, b.head_dim) for _ in past]
-    outs = [TensorSpec("logits", FLOAT, ["batch", V]), TensorSpec("hidden", FLOAT, ["batch", b.dim])]
-    specs = [GraphSpec(
-        "backbone_prefill", CsmPrefill(bb),
-        [TensorSpec("tokens", INT, ["batch", "prompt_len"]), TensorSpec("lengths", INT, ["batch"]),
-         TensorSpec("start", INT, ["batch"]), *past], [*outs, *new],
-        (torch.randint(0, 1000, (B, P)), torch.tensor([P, 3]), torch.tensor([2, 4]), *cache), kv)]
-    past, new, kv = kv_specs(b.n_layers, b.n_kv_heads, b.head_dim, "cache_len", 1)
-    specs.append(GraphSpec(
-        "backbone_step", CsmStep(bb), [TensorSpec("codes", INT, ["batch", K]), TensorSpec("positions", INT, ["batch"]),
-                                        *past], [*outs, *new],
-        (torch.randint(0, 2048, (B, K)), torch.tensor([3, 6]), *cache), kv))
-    past, new, kv = kv_specs(d.n_layers, d.n_kv_heads, d.head_dim, "depth_len", 1)
-    dcache = [torch.randn(B, d.n_kv_heads, K, d.head_dim) for _ in past]
-    specs.append(GraphSpec(
-        "depth_step", depth,
-        [TensorSpec("hidden", FLOAT, ["batch", b.dim]), TensorSpec("prev_code", INT, ["batch"]),
-         TensorSpec("depth_pos", INT, [1]), *past], [TensorSpec("logits", FLOAT, ["batch", V]), *new],
-        (torch.randn(B, b.dim), torch.randint(0, 2048, (B,)), torch.tensor([2]), *dcache), kv))
-    specs += codec_specs(mimi, K)
-    return specs
+    audio = model.backbone_model.embed_tokens
+    offsets = audio.audio_tokens_offsets.detach().tolist()
+    if offsets != [k * V for k in range(K)]:
+        raise CheckpointError(f"the checkpoint's audio offsets {offsets[:3]}... are not k x {V}")
+    body = llama.from_hf(model.backbone_model, c, max_seq_len)
+    table = with_null_row(torch.cat([audio.embed_audio_tokens.weight.detach().float(),
+                                     model.embed_text_tokens.weight.detach().float()]))
+    backbone = BackboneParts(body, table, model.lm_head.weight,
+                             {"slots": K, "text_offset": K * V, "code_offsets": offsets, "null_row": table.shape[0] - 1},
+                             hidden=True)
+    d = model.depth_decoder
+    proj = d.model.inputs_embeds_projector.weight.detach().float()  # [Dd, D]
+    if getattr(d.model.inputs_embeds_projector, "bias", None) is not None:
+        raise CheckpointError("the depth decoder's inputs_embeds_projector has a bias; Cadenza folds it as linear")
+    with torch.no_grad():
+        dtable = with_null_row(d.model.embed_tokens.weight.detach().float() @ proj.t())
+    dbody = llama.from_hf(d.model, d.config, d.config.max_position_embeddings)
+    depth = DepthParts(dbody, dtable, proj, d.codebooks_head.weight.detach(),
+                       {"offsets": [None] + [(k - 1) * V for k in range(1, K)], "null_row": dtable.shape[0] - 1},
+                       prime=1)
+    return backbone, depth
 
 
-def codec_specs(mimi, K: int) -> list[GraphSpec]:
+def codec_specs(model, mimi) -> list[GraphSpec]:
     """Mimi's streaming decoder (state in, state out) and its encoder (for context segments)."""
+    K = model.config.num_codebooks
     dec = MimiStreamingDecoder(mimi).eval()
     hop = dec.samples_per_frame
     st_in, st_out, state, example = [], [], [], []

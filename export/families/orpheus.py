@@ -13,9 +13,9 @@ exported to the `flat` token layout:
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..onnx.spec import FLOAT, INT, GraphSpec, TensorSpec, interleave, kv_specs, pairs
+from ..onnx.spec import FLOAT, INT, GraphSpec, TensorSpec
+from ..onnx.stack import BackboneParts, with_null_row
 from . import llama
 from .checkpoint import CheckpointError, read_config, require_architecture, require_files, resolve
 from .snac import CODES_PER_FRAME, SAMPLES_PER_FRAME, SnacFrameDecoder, load_snac
@@ -28,44 +28,6 @@ START_OF_HUMAN, END_OF_HUMAN, START_OF_AI = 128259, 128260, 128261
 CUSTOM_BASE, AUDIO_BASE, CODEBOOK = 128256, 128266, 4096
 DEFAULT_CODEC = "hubertsiuzdak/snac_24khz"
 MAX_TOKENS = 1200  # the family's default generation budget: 171 frames
-
-
-class FlatBackbone(nn.Module):
-    """Token embeddings, the decoder stack, and the head cut to `[CUSTOM_BASE, vocab)`."""
-
-    def __init__(self, hf: nn.Module, max_seq_len: int):
-        super().__init__()
-        self.embed = nn.Embedding.from_pretrained(hf.model.embed_tokens.weight.detach().float())
-        self.body = llama.from_hf(hf.model, hf.config, max_seq_len)
-        self.head = nn.Parameter(hf.lm_head.weight.detach()[CUSTOM_BASE:].float().clone(), requires_grad=False)
-
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.head.t()  # [B, vocab - CUSTOM_BASE]
-
-
-class FlatPrefill(nn.Module):
-    def __init__(self, bb: FlatBackbone):
-        super().__init__()
-        self.bb = bb
-
-    def forward(self, tokens, lengths, start, *past):
-        P = tokens.shape[1]
-        positions = start[:, None] + torch.arange(P)[None, :]  # [B, P]
-        pk, pv = pairs(past)
-        h, nk, nv = self.bb.body(self.bb.embed(tokens), positions, pk, pv, start)  # [B, P, D]
-        last = h.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, h.shape[-1]))[:, 0]  # [B, D]
-        return (self.bb.logits(last), *interleave(nk, nv))
-
-
-class FlatStep(nn.Module):
-    def __init__(self, bb: FlatBackbone):
-        super().__init__()
-        self.bb = bb
-
-    def forward(self, tokens, positions, *past):
-        pk, pv = pairs(past)
-        h, nk, nv = self.bb.body(self.bb.embed(tokens), positions[:, None], pk, pv, positions)  # [B, 1, D]
-        return (self.bb.logits(h[:, 0]), *interleave(nk, nv))
 
 
 def load(checkpoint: str, codec: str | None = None):
@@ -86,31 +48,22 @@ def load(checkpoint: str, codec: str | None = None):
     return model, d / "tokenizer.json", snac
 
 
-def graph_specs(model, snac, max_seq_len: int) -> list[GraphSpec]:
-    """backbone_prefill, backbone_step (one token per row) and codec_decode (a SNAC window)."""
-    bb = FlatBackbone(model, max_seq_len).eval()
-    b = bb.body.cfg
-    V = bb.head.shape[0]
-    B, P, T = 2, 5, 7
-    past, new, kv = kv_specs(b.n_layers, b.n_kv_heads, b.head_dim, "cache_len", "prompt_len")
-    cache = [torch.randn(B, b.n_kv_heads, T, b.head_dim) for _ in past]
-    prefill = GraphSpec(
-        "backbone_prefill", FlatPrefill(bb),
-        [TensorSpec("tokens", INT, ["batch", "prompt_len"]), TensorSpec("lengths", INT, ["batch"]),
-         TensorSpec("start", INT, ["batch"]), *past],
-        [TensorSpec("logits", FLOAT, ["batch", V]), *new],
-        (torch.randint(0, 1000, (B, P)), torch.tensor([P, 3]), torch.tensor([2, 4]), *cache), kv)
-    past, new, kv = kv_specs(b.n_layers, b.n_kv_heads, b.head_dim, "cache_len", 1)
-    step = GraphSpec(
-        "backbone_step", FlatStep(bb),
-        [TensorSpec("tokens", INT, ["batch", 1]), TensorSpec("positions", INT, ["batch"]), *past],
-        [TensorSpec("logits", FLOAT, ["batch", V]), *new],
-        (torch.randint(AUDIO_BASE, AUDIO_BASE + 4096, (B, 1)), torch.tensor([3, 6]), *cache), kv)
-    codec = GraphSpec(
+def parts(model, max_seq_len: int) -> tuple[BackboneParts, None]:
+    """The Llama backbone: rows of the table are the vocabulary's ids (one slot per position), the
+    head cut to the ids that can ever be sampled (`[CUSTOM_BASE, vocab)`)."""
+    body = llama.from_hf(model.model, model.config, max_seq_len)
+    table = with_null_row(model.model.embed_tokens.weight)
+    head = model.lm_head.weight.detach()[CUSTOM_BASE:]
+    return BackboneParts(body, table, head, {"slots": 1, "text_offset": 0, "code_offsets": None,
+                                             "null_row": table.shape[0] - 1}), None
+
+
+def codec_specs(model, snac) -> list[GraphSpec]:
+    """codec_decode: SNAC over a window of frames."""
+    return [GraphSpec(
         "codec_decode", SnacFrameDecoder(snac).eval(), [TensorSpec("codes", INT, ["batch", CODES_PER_FRAME, "frames"])],
         [TensorSpec("pcm", FLOAT, ["batch", f"frames*{SAMPLES_PER_FRAME}"])],
-        (torch.randint(0, CODEBOOK, (1, CODES_PER_FRAME, 4)),))
-    return [prefill, step, codec]
+        (torch.randint(0, CODEBOOK, (1, CODES_PER_FRAME, 4)),))]
 
 
 def blocks(model, tokenizer_file: str, max_seq_len: int, window: tuple[int, int]) -> dict:
@@ -144,4 +97,4 @@ def source(checkpoint: str, codec: str | None, model) -> dict:
             "architecture": "LlamaForCausalLM", "config": model.config.to_dict()}
 
 
-__all__ = ["FAMILY", "VOICES", "load", "graph_specs", "blocks", "source"]
+__all__ = ["FAMILY", "VOICES", "load", "parts", "codec_specs", "blocks", "source"]

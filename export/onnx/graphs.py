@@ -1,6 +1,7 @@
-"""The reference family's graph roles: flat-signature wrappers of `TTSModel` for ONNX export.
+"""The reference family's graph roles: its stacks as parts (`stack.py`), its codec and speaker
+encoder as flat-signature wrappers of `TTSModel` for ONNX export.
 
-The tensor names, dims and KV contract come from `spec.py`.
+The tensor names, dims and KV contract come from `spec.py` and `stack.py`.
 """
 from __future__ import annotations
 
@@ -8,45 +9,10 @@ import torch
 from torch import nn
 
 from ..model.model import TTSModel
-from .spec import FLOAT, INT, GraphSpec, TensorSpec, interleave, kv_specs, pairs
+from cadenza.engine.contract import text as tok
 
-
-class PrefillGraph(nn.Module):
-    def __init__(self, model: TTSModel):
-        super().__init__()
-        self.bb = model.backbone
-
-    def forward(self, tokens, voice, lengths, start, *past):
-        P = tokens.shape[1]
-        positions = start[:, None] + torch.arange(P)[None, :]  # [B, P]
-        pk, pv = pairs(past)
-        h, nk, nv = self.bb(self.bb.embed_prompt(tokens, voice), positions, pk, pv, start)  # [B, P, D]
-        idx = (lengths - 1)[:, None, None].expand(-1, 1, h.shape[-1])
-        last = h.gather(1, idx)[:, 0]  # [B, D]
-        return (self.bb.head(last), last, *interleave(nk, nv))
-
-
-class StepGraph(nn.Module):
-    def __init__(self, model: TTSModel):
-        super().__init__()
-        self.bb = model.backbone
-
-    def forward(self, codes, positions, *past):
-        pk, pv = pairs(past)
-        h, nk, nv = self.bb(self.bb.embed_codes(codes), positions[:, None], pk, pv, positions)
-        last = h[:, 0]  # [B, D]
-        return (self.bb.head(last), last, *interleave(nk, nv))
-
-
-class DepthGraph(nn.Module):
-    def __init__(self, model: TTSModel):
-        super().__init__()
-        self.depth = model.depth
-
-    def forward(self, hidden, prev_code, depth_pos, *past):
-        pk, pv = pairs(past)
-        logits, nk, nv = self.depth(hidden, prev_code, depth_pos, pk, pv)
-        return (logits, *interleave(nk, nv))
+from .spec import FLOAT, INT, GraphSpec, TensorSpec
+from .stack import BackboneParts, DepthParts, with_null_row
 
 
 class CodecDecodeGraph(nn.Module):
@@ -77,36 +43,38 @@ class SpeakerGraph(nn.Module):
         return self.speaker(pcm)
 
 
-def graph_specs(model: TTSModel) -> list[GraphSpec]:
-    """Every graph role of `model`, with example inputs for tracing (batch 2)."""
+def reference_parts(model: TTSModel) -> tuple[BackboneParts, DepthParts | None]:
+    """The backbone and depth decoder of `model` as the exporter's parts.
+
+    Backbone table rows: codebook k's code c at `k*C + c`, text token t at `K*C + t` with the
+    voice projection's bias folded in (the VOICE token's row is the bias alone, so the VOICE
+    position is exactly `voice_proj(voice)`), then the null row. Depth table rows: codebook p's
+    code c at `p*C + c` (position p's input), then the null row.
+    """
+    cfg, bb = model.cfg, model.backbone
+    K, C = cfg.n_codebooks, cfg.codebook_size
+    bias = bb.voice_proj.bias.detach().float()
+    text = bb.text_emb.weight.detach().float() + bias
+    text[tok.VOICE] = bias
+    table = with_null_row(torch.cat([bb.audio_emb.weight.detach().float(), text]))
+    backbone = BackboneParts(bb.transformer, table, bb.head.weight,
+                             {"slots": K, "text_offset": K * C, "code_offsets": [k * C for k in range(K)],
+                              "null_row": table.shape[0] - 1},
+                             voice_proj=bb.voice_proj.weight, hidden=model.depth is not None)
+    if model.depth is None:
+        return backbone, None
+    d = model.depth
+    dtable = with_null_row(d.code_emb.weight)
+    depth = DepthParts(d.transformer, dtable, d.in_proj.weight, d.heads,
+                       {"offsets": [p * C for p in range(K - 1)], "null_row": dtable.shape[0] - 1}, prime=0)
+    return backbone, depth
+
+
+def codec_specs(model: TTSModel) -> list[GraphSpec]:
+    """The codec (decode with carried state, encode) and the speaker encoder (example inputs: batch 2)."""
     cfg = model.cfg
-    b, K, C, hop = cfg.backbone, cfg.n_codebooks, cfg.codebook_size, cfg.codec.hop
-    B, P, T = 2, 5, 7
-    past, new, kv = kv_specs(b.n_layers, b.n_kv_heads, b.head_dim, "cache_len", "prompt_len")
-    cache = [torch.randn(B, b.n_kv_heads, T, b.head_dim) for _ in past]
-    specs = [GraphSpec(
-        "backbone_prefill", PrefillGraph(model),
-        [TensorSpec("tokens", INT, ["batch", "prompt_len"]), TensorSpec("voice", FLOAT, ["batch", cfg.speaker_dim]),
-         TensorSpec("lengths", INT, ["batch"]), TensorSpec("start", INT, ["batch"]), *past],
-        [TensorSpec("logits", FLOAT, ["batch", C + 1]), TensorSpec("hidden", FLOAT, ["batch", b.dim]), *new],
-        (torch.randint(0, 256, (B, P)), torch.randn(B, cfg.speaker_dim), torch.tensor([P, 3]),
-         torch.tensor([2, 4]), *cache), kv)]
-    past, new, kv = kv_specs(b.n_layers, b.n_kv_heads, b.head_dim, "cache_len", 1)
-    specs.append(GraphSpec(
-        "backbone_step", StepGraph(model),
-        [TensorSpec("codes", INT, ["batch", K]), TensorSpec("positions", INT, ["batch"]), *past],
-        [TensorSpec("logits", FLOAT, ["batch", C + 1]), TensorSpec("hidden", FLOAT, ["batch", b.dim]), *new],
-        (torch.randint(0, C, (B, K)), torch.tensor([3, 6]), *cache), kv))
-    if model.depth is not None:
-        d = cfg.depth
-        past, new, kv = kv_specs(d.n_layers, d.n_kv_heads, d.head_dim, "depth_len", 1)
-        dcache = [torch.randn(B, d.n_kv_heads, K - 1, d.head_dim) for _ in past]
-        specs.append(GraphSpec(
-            "depth_step", DepthGraph(model),
-            [TensorSpec("hidden", FLOAT, ["batch", b.dim]), TensorSpec("prev_code", INT, ["batch"]),
-             TensorSpec("depth_pos", INT, [1]), *past],
-            [TensorSpec("logits", FLOAT, ["batch", C]), *new],
-            (torch.randn(B, b.dim), torch.randint(0, C, (B,)), torch.tensor([min(1, K - 2)]), *dcache), kv))
+    K, C, hop, B = cfg.n_codebooks, cfg.codebook_size, cfg.codec.hop, 2
+    specs = []
     shapes = model.codec.decoder.state_shapes()
     st_in = [TensorSpec(f"state.{i}", FLOAT, ["batch", c, n]) for i, (c, n) in enumerate(shapes)]
     st_out = [TensorSpec(f"new_state.{i}", FLOAT, ["batch", c, n]) for i, (c, n) in enumerate(shapes)]

@@ -1,10 +1,11 @@
-"""Weight-only int8 for the transformer graphs: the CPU's answer to a bandwidth-bound decode step.
+"""Weight-only int8 for the portable transformer graphs, in standard ONNX operators.
 
 A decode step reads every weight once, so on the CPU its floor is weight bytes /
 memory bandwidth; int8 weights read a quarter of fp32's. ONNX Runtime's dynamic
 quantisation rewrites each MatMul whose right-hand side is a constant weight
-(per-tensor scale, activations quantised on the fly); attention products between
-activations and the codec's convolutions stay fp32.
+(per-tensor scale, activations quantised on the fly, `MatMulInteger`, a standard
+operator); attention products between activations stay fp32. The fused graphs
+quantise block-wise instead (`fused.py`, `MatMulNBits`).
 
 Accuracy: logits keep a cosine similarity above 0.999 with fp32 on random inputs
 (tests/export/test_quantize.py), but greedy codes can diverge from the fp32
@@ -17,9 +18,6 @@ import tempfile
 from pathlib import Path
 
 import onnx
-
-QUANTIZED_ROLES = ("backbone_prefill", "backbone_step", "depth_step")
-
 
 def weight_matmuls(model: onnx.ModelProto) -> list[str]:
     """Names of the MatMul / Gemm nodes whose second input is a constant weight."""

@@ -1,7 +1,9 @@
 """PyTorch model -> bundle directory (one ONNX graph per role + manifest.json).
 
 The build is a chain of steps: `build_model` (size/seed or a weights
-directory) -> `to_onnx(model, out)` -> the bundle directory.
+directory) -> `to_onnx(model, out)` -> the bundle directory. The transformer
+stacks become the `backbone` / `depth` roles (`export_stacks`: fused or portable,
+see `stack.py`); the codec and speaker encoder are traced (`export_graph`).
 """
 from __future__ import annotations
 
@@ -23,13 +25,16 @@ from cadenza.engine.contract.prompt import reference_template
 from ..model.config import TTSConfig
 from ..model.model import TTSModel
 from ..model.transformer import Attention
-from .graphs import graph_specs
+from .fused import PRECISIONS, FusedOptions, build_backbone, build_depth
+from .graphs import codec_specs, reference_parts
 from .manifest import OPSET, write_manifest
-from .quantize import QUANTIZED_ROLES, quantize_graph
+from .quantize import quantize_graph
 from .spec import GraphSpec
+from .stack import BackboneParts, DepthParts, portable_specs
 
 EXTERNAL_DATA_BYTES = 1 << 30  # graphs whose weights exceed 1 GiB keep them in `<role>.onnx.data`
 FAMILY = "cadenza-reference"
+FORMS = ("fused", "portable")
 
 
 def build_model(size: str = "tiny", seed: int = 0, weights: str | Path | None = None, **overrides) -> TTSModel:
@@ -72,17 +77,75 @@ def export_graph(spec: GraphSpec, path: Path, param_bytes: int) -> list[str]:
         for m in attention:
             m.trim_past = False
     _declare_outputs(proto, spec)
-    files = [path.name]
     data = path.parent / (path.name + ".data")
     data.unlink(missing_ok=True)  # onnx appends to an existing data file: start clean on re-export
     if param_bytes > EXTERNAL_DATA_BYTES:
         onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
-        files.append(path.name + ".data")
+                        location=data.name, size_threshold=1024)
     else:
         onnx.save_model(proto, str(path))
+    return _check(path)
+
+
+def _check(path: Path) -> list[str]:
+    """Check the saved graph; returns its files (the graph, and its external data if any)."""
     onnx.checker.check_model(str(path))
-    return files
+    data = path.parent / (path.name + ".data")
+    return [path.name] + ([data.name] if data.exists() else [])
+
+
+def _stack_bytes(parts) -> int:
+    return 4 * (sum(p.numel() for p in parts.body.parameters()) + parts.table.numel() +
+                (parts.head.numel() if isinstance(parts, BackboneParts) else parts.heads.numel() + parts.in_proj.numel()))
+
+
+def export_stacks(backbone: BackboneParts, depth: DepthParts | None, out: Path, speaker_dim: int,
+                  form: str = "fused", precision: str = "fp32", block_size: int = 32,
+                  say: Callable[[str], None] = lambda s: None) -> tuple[dict, list[str]]:
+    """Write the `backbone` (and `depth`) roles; returns (their manifest entries, their files).
+
+    form "fused": ONNX Runtime's fused operators, precision fp32 / fp16 / int8 / int4 (`fused.py`);
+    "portable": standard operators (traced), precision fp32 or int8 (dynamic, per tensor).
+    """
+    if form not in FORMS:
+        raise ValueError(f"graphs must be one of {FORMS}, got {form!r}")
+    if form == "portable" and precision not in ("fp32", "int8"):
+        raise ValueError(f"portable graphs come in fp32 or int8 (standard operators); {precision} needs --graphs fused")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    graphs, files = {}, []
+    stacks = [("backbone", backbone)] + ([("depth", depth)] if depth is not None else [])
+    for role, parts in stacks:
+        t0 = time.perf_counter()
+        path, nbytes = out / f"{role}.onnx", _stack_bytes(parts)
+        say(f"exporting {role} ({nbytes / 1e6:.1f} MB of fp32 weights, {form}, {precision}) ...")
+        data = path.parent / (path.name + ".data")
+        data.unlink(missing_ok=True)
+        if form == "portable":
+            spec = portable_specs(backbone, depth, speaker_dim)[0 if role == "backbone" else 1]
+            written = export_graph(spec, path, nbytes)
+            if precision == "int8":
+                if len(written) > 1:
+                    raise ValueError("portable int8 needs graphs under 1 GiB; use --graphs fused for large models")
+                quantize_graph(path)
+            entry = graph_entry(spec, written, precision)
+        else:
+            opts = FusedOptions(precision, block_size)
+            build = build_backbone if role == "backbone" else build_depth
+            arg = speaker_dim if role == "backbone" else backbone.body.cfg.dim
+            model, ins, outs, kv, _ = build(parts, arg, opts, data if nbytes > EXTERNAL_DATA_BYTES else None)
+            onnx.save_model(model, str(path))
+            del model
+            written = _check(path)
+            extra = {"embedding": parts.embedding}
+            entry = graph_entry(GraphSpec(role, None, ins, outs, (), kv, extra=extra), written, precision)
+            if opts.bits:
+                entry["block_size"] = block_size
+        entry["form"] = form
+        graphs[role] = entry
+        files += written
+        say(f"      {role} done in {time.perf_counter() - t0:.1f} s")
+    return graphs, files
 
 
 def _declare_outputs(proto: onnx.ModelProto, spec: GraphSpec) -> None:
@@ -118,21 +181,24 @@ def graph_entry(spec: GraphSpec, written: list[str], precision: str = "fp32") ->
     """A graph's manifest entry: its file and external data, names, dims, KV and state tensors."""
     return {"file": written[0], "data": written[1:], "inputs": [t.to_dict() for t in spec.inputs],
             "outputs": [t.to_dict() for t in spec.outputs], "kv": spec.kv, "state": spec.state,
-            "opset": OPSET, "precision": precision}
+            "precision": precision, **spec.extra}
 
 
 def to_onnx(model: TTSModel, out: str | Path, progress: Callable[[str], None] | None = print,
-            with_weights: bool = True, random_weights: bool = True, precision: str = "fp32") -> Path:
+            torch_weights: bool = False, random_weights: bool = True, form: str = "fused",
+            precision: str = "fp32", block_size: int = 32) -> Path:
     """Export every graph role of `model` into the bundle directory `out`.
 
     Args:
         model: the reference model (eval mode).
         out: bundle directory (created; existing graphs are overwritten).
         progress: called with one line per step (None: silent).
+        torch_weights: also store the PyTorch weights (`weights/`), for the torch backends and
+            the torch-eager baseline on the same weights.
         random_weights: record in the manifest that the weights are random (the model does not speak).
-        precision: "fp32", or "int8" for int8 weights in the transformer graphs (`quantize.py`).
-        with_weights: also store the PyTorch weights (`weights/`), used by the
-            torch backend and the torch-eager baseline on the same weights.
+        form: "fused" (ONNX Runtime's fused operators) or "portable" (standard operators).
+        precision: fp32 / fp16 / int8 / int4 for the transformer stacks (`export_stacks`).
+        block_size: the quantisation block of int8 / int4.
     Returns:
         The bundle directory.
     Example:
@@ -142,40 +208,33 @@ def to_onnx(model: TTSModel, out: str | Path, progress: Callable[[str], None] | 
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda s: None)
     cfg = model.cfg
-    specs = graph_specs(model)
-    files: list[str] = []
-    graphs: dict = {}
-    for i, spec in enumerate(specs, 1):
+    backbone, depth = reference_parts(model)
+    graphs, files = export_stacks(backbone, depth, out, cfg.speaker_dim, form, precision, block_size, say)
+    for spec in codec_specs(model):
         t0 = time.perf_counter()
         param_bytes = sum(p.numel() * p.element_size() for p in spec.module.parameters())
-        say(f"[{i}/{len(specs)}] exporting {spec.role} ({param_bytes / 1e6:.1f} MB of weights) ...")
+        say(f"exporting {spec.role} ({param_bytes / 1e6:.1f} MB of weights) ...")
         written = export_graph(spec, out / f"{spec.role}.onnx", param_bytes)
-        role_precision = "fp32"
-        if precision == "int8" and spec.role in QUANTIZED_ROLES and len(written) == 1:
-            quantize_graph(out / written[0])
-            role_precision = "int8 weights"
         files += written
-        graphs[spec.role] = graph_entry(spec, written, role_precision)
+        graphs[spec.role] = graph_entry(spec, written)
         say(f"      {spec.role} done in {time.perf_counter() - t0:.1f} s")
-    if with_weights:
+    if torch_weights:
         model.save(out / "weights")
         files += ["weights/model.safetensors", "weights/config.json"]
     note = "random weights: exercises the engine, does not speak" if random_weights else "trained weights"
     return write_manifest(out, FAMILY, reference_blocks(cfg), graphs, files, size=cfg.name, config=cfg.to_dict(),
-                          precision=precision, random_weights=random_weights, note=note)
+                          precision=precision, graphs_form=form, random_weights=random_weights, note=note)
 
 
 def main_export(size: str, seed: int, out: str, weights: str | None = None, precision: str = "fp32",
-                **overrides) -> Path:
+                form: str = "fused", block_size: int = 32, torch_weights: bool = False, **overrides) -> Path:
     """`cadenza export`: build (or load) the model and write the bundle, reporting progress on stderr."""
     t0 = time.perf_counter()
     model = build_model(size, seed, weights, **overrides)
     n = sum(p.numel() for p in model.parameters())
     print(f"model {model.cfg.name}: {n / 1e6:.1f} M parameters (seed {model.cfg.seed})", file=sys.stderr)
-    if precision not in ("fp32", "int8"):
-        raise ValueError(f"precision must be fp32 or int8, got {precision!r}")
-    path = to_onnx(model, out, progress=lambda s: print(s, file=sys.stderr), random_weights=weights is None,
-                   precision=precision)
+    path = to_onnx(model, out, progress=lambda s: print(s, file=sys.stderr), torch_weights=torch_weights,
+                   random_weights=weights is None, form=form, precision=precision, block_size=block_size)
     size_mb = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file()) / 1e6
     print(f"bundle {out}: {size_mb:.1f} MB in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return path

@@ -294,10 +294,10 @@ def test_default_threads_counts_external_weight_data(tiny_bundle, tmp_path):
     assert Engine.default_threads(Bundle.load(tiny_bundle)) == 1  # tiny graphs: one thread
     d = shutil.copytree(tiny_bundle, tmp_path / "b")
     m = json.loads((d / "manifest.json").read_text())
-    m["graphs"]["backbone_step"]["data"] = ["backbone_step.onnx.data"]
-    m["files"]["backbone_step.onnx.data"] = "0" * 64  # loaded below without hash checks
+    m["graphs"]["backbone"]["data"] = ["backbone.onnx.data"]
+    m["files"]["backbone.onnx.data"] = "0" * 64  # loaded below without hash checks
     (d / "manifest.json").write_text(json.dumps(m))
-    with open(d / "backbone_step.onnx.data", "wb") as f:  # sparse: 64 MiB of weights on paper
+    with open(d / "backbone.onnx.data", "wb") as f:  # sparse: 64 MiB of weights on paper
         f.truncate(64 << 20)
     assert Engine.default_threads(Bundle.load(d, verify=False)) == (os.cpu_count() or 1)
 
@@ -307,8 +307,10 @@ def test_kv_budget_counts_the_backends_element_size(tiny_bundle):
     from cadenza.engine.backends import get_backend
     from cadenza.engine.contract.bundle import Bundle
 
-    c = Bundle.load(tiny_bundle).constants  # 256 KiB per fp32 slot of 512 positions
-    assert slots_within(c, 512, 16, 1.0, get_backend("ort").kv_itemsize) == 4
+    b = Bundle.load(tiny_bundle)
+    c = b.constants  # 256 KiB per fp32 slot of 512 positions
+    assert get_backend("ort").kv_itemsize == 0 and b.kv_itemsize == 4  # ONNX Runtime: the bundle's cache type
+    assert slots_within(c, 512, 16, 1.0, b.kv_itemsize) == 4
     assert get_backend("torch-cuda").kv_itemsize == 2  # bf16 caches: twice the slots in the same budget
     assert slots_within(c, 512, 16, 1.0, get_backend("torch-cuda").kv_itemsize) == 8
 

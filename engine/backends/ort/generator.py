@@ -9,10 +9,11 @@ through the backbone for every framed row at its own position.
 feeds it through the backbone, samples token 1, ... up to token K-1, each among
 the ids its frame position allows; `step()` feeds the last one.
 
-A row's numbers never depend on the other rows: the graphs treat rows
-independently and each row samples with its own counter-based draws. Row
-bookkeeping is the shared `RowTable`; this class holds the graphs, caches and
-batch buffers.
+Every backbone call is the same graph (`Stack.run`): a prefill of padded prompts
+after each row's cached prefix, a voice's acoustic frames, a batch of steps. A
+row's numbers never depend on the other rows: the graphs treat rows independently
+and each row samples with its own counter-based draws. Row bookkeeping is the
+shared `RowTable`; this class holds the stacks and the batch buffers.
 """
 from __future__ import annotations
 
@@ -20,40 +21,82 @@ from typing import Sequence
 
 import numpy as np
 
-from ...contract import text
 from ...contract.bundle import Bundle
 from ...runtime.generator import PrefillItem, Row, RowTable
 from ...runtime.kv_cache import CacheShape, KVCache
 from ...runtime.sampler import sample_codes
-from .graph import OrtGraph
+from .graph import DTYPES, OrtGraph
+
+
+class Stack:
+    """A transformer graph (`backbone` or `depth`) and its KV cache, in either KV mode."""
+
+    def __init__(self, bundle: Bundle, role: str, slots: int, length: int, dims: dict, threads: int | None,
+                 spinning: bool):
+        kv = bundle.graph(role)["kv"]
+        self.in_place = kv["mode"] == "in_place"
+        self.dtype = DTYPES[kv.get("dtype", "float32")]
+        L = kv["layers"]
+        self.past = [kv[k] % l for l in range(L) for k in ("past_key", "past_value")]
+        self.out = [kv[k] % l for l in range(L) for k in ("out_key", "out_value")]
+        self.graph = OrtGraph(bundle, role, dims, threads, spinning,
+                              caller_outputs=frozenset(self.out) if self.in_place else frozenset())
+        self.cache = KVCache(CacheShape(L, kv["kv_heads"], kv["head_dim"], length), slots, self.dtype)
+
+    def run(self, feeds: dict, start: int, n: int) -> dict:
+        """One call over slots start..start+n-1 (their cache views bound as the past; in place, also as
+        the present). In `returned` mode the caller writes the returned entries (`write_step` /
+        `write_spans`)."""
+        views = self.cache.views(n, start)
+        feeds.update(zip(self.past, views))
+        return self.graph.run(feeds, dict(zip(self.out, views)) if self.in_place else None)
+
+    def write_step(self, out: dict, n: int, positions: np.ndarray, start: int = 0) -> None:
+        """`returned` mode: one new entry per row, row b at positions[b] of slot start + b."""
+        if not self.in_place:
+            self.cache.write_rows([out[name] for name in self.out], n, positions, start)
+
+    def write_spans(self, out: dict, spans: Sequence[tuple[int, int, int]]) -> None:
+        """`returned` mode: (row, slot, start, n) spans of a multi-position call."""
+        if not self.in_place:
+            new = [out[name] for name in self.out]
+            for row, (slot, begin, n) in enumerate(spans):
+                self.cache.write_span(new, row, slot, begin, n)
+
+    def close(self) -> None:
+        self.graph.close()
 
 
 class OrtGenerator:
-    """Owns the backbone / depth graphs, their KV caches and the batch buffers (a `BatchGenerator`)."""
-
-    kv_itemsize = 4  # float32 caches
+    """Owns the backbone / depth stacks and the batch buffers (a `BatchGenerator`)."""
 
     def __init__(self, bundle: Bundle, slots: int, max_len: int, threads: int | None = None,
                  spinning: bool = False):
-        c, self.layout = bundle.constants, bundle.layout
+        c, self.layout, self.emb = bundle.constants, bundle.layout, bundle.embedding
         self.n_codebooks = c.n_codebooks
         self.rows = RowTable(slots, max_len)
-        dims = {"batch": slots, "prompt_len": max_len, "cache_len": max_len,
-                "depth_len": max(self.layout.depth_positions, 1)}
-        self.prefill_g = OrtGraph(bundle, "backbone_prefill", {**dims, "batch": 1}, threads, spinning)
-        self.step_g = OrtGraph(bundle, "backbone_step", dims, threads, spinning)
-        self.depth_g = OrtGraph(bundle, "depth_step", dims, threads, spinning) if bundle.has("depth_step") else None
-        self.kv = KVCache(CacheShape(c.backbone_layers, c.kv_heads, c.head_dim, max_len), slots)
-        self.depth_kv = (KVCache(CacheShape(c.depth_layers, c.depth_kv_heads, c.depth_head_dim,
-                                            self.layout.depth_positions), slots) if self.depth_g else None)
-        S, K = slots, c.n_codebooks
+        dims = {"batch": slots, "seq": max_len, "cache_len": max_len, "depth_len": max(self.layout.depth_positions, 1)}
+        self.backbone = Stack(bundle, "backbone", slots, max_len, dims, threads, spinning)
+        self.depth = (Stack(bundle, "depth", slots, self.layout.depth_positions, {**dims, "seq": 1}, threads, spinning)
+                      if bundle.depth_embedding is not None else None)
+        self.depth_emb = bundle.depth_embedding
+        self.kv_itemsize = np.dtype(self.backbone.dtype).itemsize
+        names = self.backbone.graph.input_names
+        self.voice_dim = c.speaker_dim if "voice" in names else 0
+        S, K, E = slots, c.n_codebooks, self.emb.slots
         self.logits = np.zeros((S, self.layout.logits_size), np.float32)  # pending backbone logits per row
-        self.hidden = np.zeros((S, c.backbone_dim), np.float32)
+        self.hidden = np.zeros((S, c.backbone_dim), self.backbone.dtype)
         self.codes = np.zeros((S, K), np.int64)  # the frame (codes) each row produced
-        self.feed = np.zeros((S, self.step_g.inputs[0]["shape"][1]), np.int64)  # what the step graph takes
-        self.positions = np.zeros(S, np.int64)
-        self.prev = np.zeros(S, np.int64)
+        self.ids = np.full((S, 1, E), self.emb.null_row, np.int64)  # a step's table rows
+        self.seqlens = np.zeros(S, np.int32)
+        self.ones = np.ones(S, np.int32)
+        self.no_voice = np.zeros((S, self.voice_dim), self.backbone.dtype)
+        self.depth_ids = np.zeros(S, np.int64)
         self.depth_pos = np.zeros(1, np.int64)
+
+    @property
+    def kv(self) -> KVCache:
+        return self.backbone.cache
 
     # --- rows -------------------------------------------------------------
     def add(self, row: Row) -> None:
@@ -64,52 +107,69 @@ class OrtGenerator:
         moved = self.rows.remove(row)
         if moved is not None:
             self.kv.move(moved.src, moved.dst, moved.row.position)
-            for buf in (self.logits, self.hidden, self.codes, self.feed):  # positions / prev are per call
+            for buf in (self.logits, self.hidden, self.codes, self.ids):
                 buf[moved.dst] = buf[moved.src]
+
+    # --- table rows -----------------------------------------------------------
+    def _frame_rows(self, frame: np.ndarray, out: np.ndarray) -> None:
+        """A depth frame's K codes -> the table rows of one position (`out` [E])."""
+        out[:] = np.asarray(self.emb.code_offsets) + frame
+
+    def _prompt_ids(self, seqs: list[np.ndarray]) -> np.ndarray:
+        """Rows of positions (each [n_i, E]) padded with the null row to the longest: [n, P, E]."""
+        P = max(len(s) for s in seqs)
+        ids = np.full((len(seqs), P, self.emb.slots), self.emb.null_row, np.int64)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = s
+        return ids
+
+    def _text_rows(self, tokens: Sequence[int]) -> np.ndarray:
+        rows = np.full((len(tokens), self.emb.slots), self.emb.null_row, np.int64)
+        rows[:, 0] = self.emb.text_offset + np.asarray(tokens, np.int64)
+        return rows
 
     # --- prompts ------------------------------------------------------------
     def prefill(self, items: Sequence[PrefillItem]) -> None:
-        """Prefill several rows in one call, each after its own `position` cached entries (its voice
-        prefix); rows are padded to the longest prompt.
+        """Prefill several rows, each after its own `position` cached entries (its voice prefix):
+        one call per run of consecutive slots, prompts padded to the longest."""
+        for it in items:
+            self.rows.check_fits(it.row.position, len(it.tokens))
+        runs: list[list[tuple[int, PrefillItem]]] = []
+        for b, it in sorted(((self.rows.index(it.row), it) for it in items), key=lambda x: x[0]):
+            if runs and runs[-1][-1][0] == b - 1:
+                runs[-1].append((b, it))
+            else:
+                runs.append([(b, it)])
+        for run in runs:
+            voices = None
+            if self.voice_dim:
+                voices = np.stack([np.asarray(it.voice, np.float32).reshape(-1) for _, it in run])
+            self._extend([it.row for _, it in run], run[0][0], [self._text_rows(it.tokens) for _, it in run], voices)
 
-        Only the valid cached positions are passed (a small copy; prefill is outside the decode
-        loop), so a prompt attends to its own prefix rather than to a whole masked slot.
-        """
-        n, P = len(items), max(len(it.tokens) for it in items)
-        starts = [it.row.position for it in items]
-        for it, st in zip(items, starts):
-            self.rows.check_fits(st, len(it.tokens))
-        tok = np.full((n, P), text.PAD, np.int64)  # [n, P]; padding is masked by `lengths`
-        for i, it in enumerate(items):
-            tok[i, :len(it.tokens)] = it.tokens
-        feeds = {"tokens": tok, "lengths": np.array([len(it.tokens) for it in items], np.int64),
-                 "start": np.array(starts, np.int64)}
-        if "voice" in self.prefill_g.input_names:
-            feeds["voice"] = np.stack([np.asarray(it.voice, np.float32).reshape(-1) for it in items])
-        slots = [self.rows.index(it.row) for it in items]
-        feeds.update(self._kv_feeds(self.prefill_g, self._gather_past(slots, starts)))
-        out = self.prefill_g.run(feeds)
-        new = self._stack_new(self.prefill_g, out)  # [L, 2, n, Hkv, P, Dh]
-        for i, (it, b, st) in enumerate(zip(items, slots, starts)):
-            self.kv.write_prefix(new[:, :, i:i + 1], b, st, len(it.tokens))
-            self._pending(b, out, i)
-            it.row.position = st + len(it.tokens)
+    def _extend(self, rows: list[Row], start: int, seqs: list[np.ndarray], voices: np.ndarray | None) -> None:
+        """Append positions (table rows [n_i, E] each) to rows in slots start.. after their cached ones."""
+        n, P = len(rows), max(len(s) for s in seqs)
+        if n > 1 and max(r.position for r in rows) + P > self.kv.shape.max_len:
+            for i, (row, seq) in enumerate(zip(rows, seqs)):  # padding would run past a slot's end: one by one
+                self._extend([row], start + i, [seq], None if voices is None else voices[i:i + 1])
+            return
+        ids = self._prompt_ids(seqs)
+        lens = np.array([len(s) for s in seqs], np.int32)
+        begins = np.array([r.position for r in rows], np.int32)
+        feeds = {"ids": ids, "seqlens_k": begins + lens - 1, "query_seqlens": lens}
+        if self.voice_dim:
+            feeds["voice"] = (voices if voices is not None else self.no_voice[:n]).astype(self.backbone.dtype)
+        out = self.backbone.run(feeds, start, n)
+        self.backbone.write_spans(out, [(start + i, int(begins[i]), int(lens[i])) for i in range(n)])
+        for i, row in enumerate(rows):
+            self._pending(start + i, out, i)
+            row.position += int(lens[i])
 
     def _pending(self, b: int, out: dict, i: int) -> None:
         """Row `b` takes row `i` of a backbone output as its pending logits (and hidden state)."""
         self.logits[b] = out["logits"][i]
         if "hidden" in out:
             self.hidden[b] = out["hidden"][i]
-
-    def _gather_past(self, slots: list[int], starts: list[int]) -> list[np.ndarray]:
-        """Per layer key / value [n, Hkv, max(starts), Dh] holding each row's valid prefix."""
-        shape = self.kv.shape
-        past = [np.zeros((len(slots), shape.kv_heads, max(starts), shape.head_dim), np.float32)
-                for _ in range(2 * shape.layers)]
-        for i, (b, st) in enumerate(zip(slots, starts)):
-            for a, v in zip(past, self.kv.slot_views(b)):
-                a[i, :, :st] = v[0, :, :st]
-        return past
 
     def load_prefix(self, row: Row, kv: np.ndarray) -> None:
         """Copy cached prefix entries kv [L, 2, Hkv, n, Dh] into `row`'s slot."""
@@ -122,17 +182,19 @@ class OrtGenerator:
         return self.kv.read_prefix(self.rows.index(row), row.position)
 
     def feed_frames(self, row: Row, codes: np.ndarray) -> None:
-        """Append frames codes [K, F] to `row` through the step graph (an acoustic prompt)."""
-        b = self.rows.index(row)
-        for f in range(codes.shape[1]):
-            for feed in self._frame_feeds(codes[:, f]):
-                self._step_rows([row], [b], feed[None])
-
-    def _frame_feeds(self, frame: np.ndarray) -> list[np.ndarray]:
-        """What the step graph takes for one frame [K]: the K codes, or K token ids (flat)."""
+        """Append frames codes [K, F] to `row` (an acoustic prompt), all in one backbone call."""
+        F = codes.shape[1]
+        self.rows.check_fits(row.position, F * self.layout.tokens_per_frame, "the voice prompt")
         if self.layout.kind == "flat":
-            return [np.array([self.layout.token_id(j, int(c))], np.int64) for j, c in enumerate(frame)]
-        return [np.ascontiguousarray(frame, np.int64)]
+            seq = np.full((F * self.layout.tokens_per_frame, self.emb.slots), self.emb.null_row, np.int64)
+            for f in range(F):
+                for j, c in enumerate(codes[:, f]):
+                    seq[f * self.layout.tokens_per_frame + j, 0] = self.emb.text_offset + self.layout.token_id(j, int(c))
+        else:
+            seq = np.empty((F, self.emb.slots), np.int64)
+            for f in range(F):
+                self._frame_rows(codes[:, f], seq[f])
+        self._extend([row], self.rows.index(row), [seq], None)
 
     # --- one frame ------------------------------------------------------------
     def frame(self) -> list[np.ndarray | None]:
@@ -149,89 +211,68 @@ class OrtGenerator:
         lay = self.layout
         extra = (lay.eos_column,) if lay.eos == "column" else ()
         self.codes[:B, 0], ended = sample_codes(self.logits[:B], lay.allowed[0], samplers, 0, extra, ~ban)
-        if self.depth_g is not None:
+        if self.depth is not None:
             self._depth(B, samplers)
         if lay.eos == "zero_frame":  # end of speech is a frame of K zeros, known only now
             ended = ~ban & (self.codes[:B] == 0).all(axis=1)
-        self.feed[:B] = self.codes[:B]
+        np.add(self.codes[:B], np.asarray(self.emb.code_offsets), out=self.ids[:B, 0, :])
         return ended
 
     def _depth(self, B: int, samplers) -> None:
-        """The depth decoder over the batch: position i feeds codebook i - prime's code (the hidden
-        state alone before it) and samples codebook i + 1 - prime."""
-        hidden, views, prime = self.hidden[:B], self.depth_kv.views(B), self.layout.depth_prime
+        """The depth decoder over the batch: position i feeds the code its table row names (the
+        hidden state alone at a priming position) and samples codebook i + 1 - prime."""
+        prime, emb = self.layout.depth_prime, self.depth_emb
+        feeds = {"hidden": self.hidden[:B], "ids": self.depth_ids[:B], "depth_pos": self.depth_pos}
         for i in range(self.layout.depth_positions):
             self.depth_pos[0] = i
-            self.prev[:B] = self.codes[:B, i - prime] if i >= prime else 0
-            feeds = {"hidden": hidden, "prev_code": self.prev[:B], "depth_pos": self.depth_pos}
-            feeds.update(self._kv_feeds(self.depth_g, views))
-            out = self.depth_g.run(feeds)
-            for (l, kv), name in zip(self._kv_index(self.depth_g), self._new_names(self.depth_g)):
-                self.depth_kv.data[l, kv, :B, :, i, :] = out[name][:, :, 0, :]
+            off = emb.offsets[i]
+            if off is None:
+                self.depth_ids[:B] = emb.null_row
+            else:
+                np.add(self.codes[:B, i - prime], off, out=self.depth_ids[:B])
+            out = self.depth.run(feeds, 0, B)
+            self.depth.write_step(out, B, np.full(B, i, np.int64))
             k = i + 1 - prime
             if k >= 1:
-                self.codes[:B, k] = sample_codes(out["logits"], self.layout.allowed[k], samplers, k)[0]
+                logits = out["logits"] if out["logits"].dtype == np.float32 else out["logits"].astype(np.float32)
+                self.codes[:B, k] = sample_codes(logits, self.layout.allowed[k], samplers, k)[0]
 
     def _flat_frame(self, B: int, samplers, ban: np.ndarray) -> np.ndarray:
         """K tokens per row: sample at position j, feed it through the backbone (but the last)."""
-        lay, rows = self.layout, self.rows.rows[:B]
+        lay = self.layout
         ended = np.zeros(B, bool)
         for j in range(lay.tokens_per_frame):
             extra = lay.stop_columns if j == 0 else ()
             codes, stop = sample_codes(self.logits[:B], lay.allowed[j], samplers, j, extra, ~ban)
             self.codes[:B, j] = codes
             ended |= stop
-            self.feed[:B, 0] = lay.logits_offset + lay.allowed[j][0] + codes
+            self.ids[:B, 0, 0] = self.emb.text_offset + lay.logits_offset + lay.allowed[j][0] + codes
             if j + 1 < lay.tokens_per_frame:  # the frame's last token is fed by step()
-                self._step_rows(rows, range(B), self.feed[:B])
+                self._step(self.rows.rows[:B])
         return ended
 
-    def _step_rows(self, rows: Sequence[Row], slots, feed: np.ndarray, advance: bool = True) -> None:
-        """One backbone position for `rows` from `feed`: the batch (slots 0..n-1) or one row's slot.
-        Their K/V go into the cache, their logits become pending, and (`advance`) positions move on."""
-        slots, n = list(slots), len(rows)
+    def _step(self, rows: Sequence[Row], advance: bool = True) -> None:
+        """One backbone position for rows 0..n-1 (their table rows in `ids`): K/V into the cache, logits
+        pending, and (`advance`) positions moved on."""
+        n = len(rows)
         for i, row in enumerate(rows):
             self.rows.check_fits(row.position, 1, "the stream")
-            self.positions[i] = row.position
-        batch = slots == list(range(n))
-        views = self.kv.views(n) if batch else self.kv.slot_views(slots[0])
-        out = self.step_g.run({self.step_g.input_names[0]: feed, "positions": self.positions[:n],
-                               **self._kv_feeds(self.step_g, views)})
-        if batch:
-            self.kv.write_rows([out[name] for name in self._new_names(self.step_g)], n, self.positions[:n])
-        else:
-            self.kv.write_prefix(self._stack_new(self.step_g, out), slots[0], rows[0].position, 1)
-        for i, (row, b) in enumerate(zip(rows, slots)):
-            self._pending(b, out, i)
+            self.seqlens[i] = row.position
+        out = self.backbone.run({"ids": self.ids[:n], "seqlens_k": self.seqlens[:n], "query_seqlens": self.ones[:n],
+                                 **({"voice": self.no_voice[:n]} if self.voice_dim else {})}, 0, n)
+        self.backbone.write_step(out, n, self.seqlens[:n])
+        for i, row in enumerate(rows):
+            self._pending(i, out, i)
             row.position += advance
 
     def step(self) -> None:
         """Feed every framed row's frame (or its last token) through the backbone at its own position."""
         B = self.rows.step_batch()
         if B:
-            self._step_rows(self.rows.rows[:B], range(B), self.feed[:B], advance=False)
+            self._step(self.rows.rows[:B], advance=False)
         self.rows.end_step()  # the shared table advances the framed rows
 
-    # --- manifest plumbing (names come from the manifest only) -------------
-    @staticmethod
-    def _kv_index(g: OrtGraph) -> list[tuple[int, int]]:
-        return [(l, kv) for l in range(g.kv_layers) for kv in (0, 1)]
-
-    @staticmethod
-    def _new_names(g: OrtGraph) -> list[str]:
-        return [n for l in range(g.kv_layers) for n in (g.kv["new_key"] % l, g.kv["new_value"] % l)]
-
-    @staticmethod
-    def _kv_feeds(g: OrtGraph, views: list[np.ndarray]) -> dict:
-        names = [n for l in range(g.kv_layers) for n in (g.kv["past_key"] % l, g.kv["past_value"] % l)]
-        return dict(zip(names, views))
-
-    def _stack_new(self, g: OrtGraph, out) -> np.ndarray:
-        """Prefill outputs -> [L, 2, 1, Hkv, P, Dh] (one copy, outside the decode loop)."""
-        names = self._new_names(g)
-        return np.stack([np.stack([out[names[2 * l]], out[names[2 * l + 1]]]) for l in range(g.kv_layers)])
-
     def close(self) -> None:
-        for g in (self.prefill_g, self.step_g, self.depth_g):
-            if g is not None:
-                g.close()
+        self.backbone.close()
+        if self.depth is not None:
+            self.depth.close()

@@ -7,7 +7,10 @@ the previous call reuses the binding as it stands (`binds` counts the times it
 had to bind), so a decode step at a steady batch binds nothing.
 
 Ownership: the arrays `run` returns belong to the graph and are overwritten by
-its next `run`; copy what must outlive that. Buffers are flat arrays sized for
+its next `run`; copy what must outlive that. A caller may instead hand `run`
+arrays to write some outputs into (`into`): a fused transformer's `present`
+caches are bound to the very buffers of its `past` inputs, so it writes its new
+K/V in place. Buffers are flat arrays sized for
 the largest shape announced at open time (`max_dims`) and reshaped per call, so
 a batch of any size up to the maximum is a contiguous view and the decode loop
 allocates nothing. A call beyond the announced maxima grows the buffer once.
@@ -75,7 +78,8 @@ class OrtGraph:
     """One graph role of a bundle, ready to run (names and shapes from its manifest entry)."""
 
     def __init__(self, bundle: Bundle, role: str, max_dims: dict[str, int], threads: int | None = None,
-                 spinning: bool = False):
+                 spinning: bool = False, caller_outputs: frozenset[str] = frozenset()):
+        """`caller_outputs`: outputs the caller always binds itself (`run(into=...)`): no buffer here."""
         entry = bundle.graph(role)
         self.role = role
         self.inputs, self.outputs = entry["inputs"], entry["outputs"]
@@ -85,7 +89,7 @@ class OrtGraph:
         self.kv_layers = self.kv["layers"] if self.kv else 0
         self.state = entry.get("state", [])  # streaming state: [{"input", "output", "shape"}]
         self._buffers = {t["name"]: np.zeros(math.prod(dim_value(d, max_dims, 1) for d in t["shape"]),
-                                             DTYPES[t["dtype"]]) for t in self.outputs}
+                                             DTYPES[t["dtype"]]) for t in self.outputs if t["name"] not in caller_outputs}
         self.session = open_session(bundle, role, session_options(threads, spinning))
         self.binding = self.session.io_binding()
         self._bound: tuple | None = None
@@ -110,6 +114,8 @@ class OrtGraph:
     def output_views(self, dims: dict[str, int]) -> dict[str, np.ndarray]:
         out = {}
         for t in self.outputs:
+            if t["name"] not in self._buffers:
+                continue
             shape = tuple(dim_value(d, dims) for d in t["shape"])
             n = math.prod(shape)
             buf = self._buffers[t["name"]]
@@ -118,9 +124,14 @@ class OrtGraph:
             out[t["name"]] = buf[:n].reshape(shape)
         return out
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run with `feeds` (name -> C-contiguous array); returns views of the output buffers."""
+    def run(self, feeds: dict[str, np.ndarray], into: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Run with `feeds` (name -> C-contiguous array); returns the outputs: views of the graph's
+        buffers, or the caller's arrays named in `into` (written in place)."""
         outs = self.output_views(self.resolve_dims(feeds))
+        if into:
+            outs.update(into)
+        if len(outs) != len(self.outputs):
+            raise ValueError(f"{self.role}: outputs {sorted(set(self.output_names) - set(outs))} need arrays (into=)")
         key = tuple((a.ctypes.data, a.shape) for a in [*(feeds[n] for n in self.input_names), *outs.values()])
         if key != self._bound:
             self._bind(feeds, outs)
@@ -140,6 +151,8 @@ class OrtGraph:
                                  f"got {a.dtype}{'' if a.flags.c_contiguous else ' (non-contiguous)'}")
             b.bind_input(t["name"], "cpu", 0, want, a.shape, a.ctypes.data)
         for name, a in outs.items():
+            if not a.flags.c_contiguous:
+                raise ValueError(f"{self.role}: output {name!r} must be C-contiguous")
             b.bind_output(name, "cpu", 0, a.dtype, a.shape, a.ctypes.data)
         self.binds += 1
 

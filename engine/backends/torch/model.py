@@ -27,7 +27,7 @@ def load_model(bundle: Bundle):
     files = bundle.manifest["files"]
     if "weights/model.safetensors" not in files or "weights/config.json" not in files:
         raise BundleError(f"bundle {bundle.path} has no PyTorch weights (weights/model.safetensors + config.json), "
-                          "which the torch backend needs; re-export it with weights (the default of to_onnx)")
+                          "which the torch backends need; re-export it with `cadenza export ... --torch-weights`")
     raw = read_verified(bundle.path, "weights/config.json", files["weights/config.json"], str(bundle.path))
     try:
         cfg = TTSConfig.from_dict(json.loads(raw))

@@ -19,12 +19,12 @@ def _absurd(d, tmp_path):
 
 
 def _garbage_graph(d, tmp_path):
-    (d / "backbone_step.onnx").write_bytes(b"\x08\x07" + b"\xff" * 64)  # not an ONNX model
+    (d / "backbone.onnx").write_bytes(b"\x08\x07" + b"\xff" * 64)  # not an ONNX model
     rehash(d)
 
 
 def _tampered(d, tmp_path):
-    with open(d / "depth_step.onnx", "r+b") as f:
+    with open(d / "depth.onnx", "r+b") as f:
         f.seek(100)
         f.write(b"\x00\x01")
 

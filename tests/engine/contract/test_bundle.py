@@ -27,18 +27,18 @@ def test_load_good_bundle(tiny_bundle):
 
 def test_missing_role_is_a_bundle_error(tiny_bundle_k1):
     b = Bundle.load(tiny_bundle_k1)
-    assert not b.has("depth_step")
-    with pytest.raises(BundleError, match="depth_step"):
-        b.graph("depth_step")
+    assert not b.has("depth")
+    with pytest.raises(BundleError, match="depth"):
+        b.graph("depth")
 
 
 def _truncate(d: Path):
-    f = d / "backbone_step.onnx"
+    f = d / "backbone.onnx"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
 
 
 def _replace(d: Path):
-    shutil.copyfile(d / "backbone_prefill.onnx", d / "backbone_step.onnx")
+    shutil.copyfile(d / "depth.onnx", d / "backbone.onnx")
 
 
 def _replace_weights(d: Path):
@@ -69,7 +69,7 @@ def _set_constant(m):
 
 
 def _rehash_file(m):
-    m["files"]["backbone_step.onnx"] = "0" * 64
+    m["files"]["backbone.onnx"] = "0" * 64
 
 
 def _set_version(m):
@@ -97,8 +97,8 @@ def _no_manifest(d: Path):
 
 
 TAMPER = [
-    pytest.param(_truncate, "backbone_step.onnx", id="truncated_onnx"),
-    pytest.param(_replace, "backbone_step.onnx", id="onnx_replaced_by_another"),
+    pytest.param(_truncate, "backbone.onnx", id="truncated_onnx"),
+    pytest.param(_replace, "backbone.onnx", id="onnx_replaced_by_another"),
     pytest.param(_replace_weights, "model.safetensors", id="weights_byte_flipped"),
     pytest.param(_missing, "codec_decode.onnx", id="missing_file"),
     pytest.param(_edit_manifest(_set_config), "edited", id="manifest_config_edited"),

@@ -55,15 +55,15 @@ def test_the_answer_does_not_reveal_whether_an_outside_file_exists(case):
 
 
 def test_a_graph_file_outside_or_unhashed(case, tmp_path):
-    shutil.copyfile(case / "backbone_step.onnx", tmp_path / "evil_step.onnx")
-    edit_manifest(case, lambda m: m["graphs"]["backbone_step"].__setitem__("file", "../evil_step.onnx"))
+    shutil.copyfile(case / "backbone.onnx", tmp_path / "evil_step.onnx")
+    edit_manifest(case, lambda m: m["graphs"]["backbone"].__setitem__("file", "../evil_step.onnx"))
     refused(case, "leaves the bundle")
-    shutil.copyfile(case / "backbone_prefill.onnx", case / "unhashed.onnx")
-    edit_manifest(case, lambda m: m["graphs"]["backbone_step"].__setitem__("file", "unhashed.onnx"))
+    shutil.copyfile(case / "depth.onnx", case / "unhashed.onnx")
+    edit_manifest(case, lambda m: m["graphs"]["backbone"].__setitem__("file", "unhashed.onnx"))
     refused(case, "not among the manifest's hashed files")
 
 
-@pytest.mark.parametrize("target", ["sentinel", "b/backbone_prefill.onnx"], ids=["outside", "inside"])
+@pytest.mark.parametrize("target", ["sentinel", "b/depth.onnx"], ids=["outside", "inside"])
 def test_a_symbolic_link_is_refused(case, tmp_path, target):
     f = case / "codec_decode.onnx"
     f.unlink()
@@ -101,8 +101,8 @@ def test_every_file_is_checked(tiny_bundle, external_bundle, tmp_path):
                 Bundle.load(d)
 
 
-@pytest.mark.parametrize("name", ["backbone_step.onnx", "depth_step.onnx", "codec_decode.onnx",
-                                  "codec_decode.onnx.data", "depth_step.onnx.data"])
+@pytest.mark.parametrize("name", ["backbone.onnx", "depth.onnx", "codec_decode.onnx",
+                                  "codec_decode.onnx.data", "depth.onnx.data"])
 def test_the_bytes_onnx_runtime_gets_are_the_bytes_hashed(external_bundle, tmp_path, name):
     """A file swapped after the bundle was verified (or loaded with verify=False) is caught when its
     graph is opened: the graph and its external data are hashed as they are read."""
@@ -158,15 +158,20 @@ ABSURD = {
     "speaker_dim": (lambda m: m["constants"].__setitem__("speaker_dim", 2 * 10 ** 9), "speaker_dim"),
     "hop_zero": (lambda m: m["constants"].__setitem__("hop", 0), "hop"),
     "frame_rate_zero": (lambda m: m["constants"].__setitem__("frame_rate", 0.0), "frame_rate"),
-    "kv_layers": (lambda m: m["graphs"]["backbone_step"]["kv"].__setitem__("layers", 10 ** 6), "kv layers"),
-    "output_shape": (lambda m: m["graphs"]["backbone_step"]["outputs"][0].__setitem__("shape", ["batch", 10 ** 9]),
+    "kv_layers": (lambda m: m["graphs"]["backbone"]["kv"].__setitem__("layers", 10 ** 6), "kv layers"),
+    "output_shape": (lambda m: m["graphs"]["backbone"]["outputs"][0].__setitem__("shape", ["batch", 10 ** 9]),
                      "dim"),
     "state_shape": (lambda m: m["graphs"]["codec_decode"]["state"][0].__setitem__("shape", [64, 10 ** 9]), "state"),
     "dtype": (lambda m: m["graphs"]["codec_decode"]["inputs"][0].__setitem__("dtype", "object"), "dtype"),
-    "kv_name": (lambda m: m["graphs"]["backbone_step"]["kv"].__setitem__("past_key", "%s%n"), "%d"),
-    "role": (lambda m: m["graphs"].__setitem__("../../x", m["graphs"]["backbone_step"]), "unknown graph role"),
+    "kv_name": (lambda m: m["graphs"]["backbone"]["kv"].__setitem__("past_key", "%s%n"), "%d"),
+    "role": (lambda m: m["graphs"].__setitem__("../../x", m["graphs"]["backbone"]), "unknown graph role"),
     "logits": (lambda m: m["layout"].__setitem__("logits_size", 10 ** 9), "logits_size"),
     "string_constant": (lambda m: m["constants"].__setitem__("sample_rate", "24000"), "sample_rate"),
+    "kv_mode": (lambda m: m["graphs"]["backbone"]["kv"].__setitem__("mode", "elsewhere"), "kv mode"),
+    "embedding_row": (lambda m: m["graphs"]["backbone"]["embedding"].__setitem__("null_row", 10 ** 12), "null_row"),
+    "embedding_slots": (lambda m: m["graphs"]["backbone"]["embedding"].__setitem__("slots", 10 ** 6), "slots"),
+    "depth_offsets": (lambda m: m["graphs"]["depth"]["embedding"].__setitem__("offsets", [0]), "offsets"),
+    "no_backbone": (lambda m: m["graphs"].pop("backbone"), "backbone"),
 }
 
 

@@ -42,10 +42,12 @@ def test_views_are_zero_copy_and_contiguous(cache):
         assert v.shape == (2, H, T, D) and v.flags.c_contiguous
         assert np.shares_memory(v, cache.data)
         np.testing.assert_array_equal(v, cache.data[l, kv, :2])
-    one = cache.slot_views(2)
+    one = cache.views(1, start=2)  # one slot, further in: still a contiguous view (a fused graph writes into it)
     assert all(v.shape == (1, H, T, D) and v.flags.c_contiguous for v in one)
     one[3][0, 1, 4, 2] = 123.0  # layer 1, value
     assert cache.data[1, 1, 2, 1, 4, 2] == 123.0
+    two = cache.views(2, start=1)
+    assert two[0].shape == (2, H, T, D) and np.shares_memory(two[0], cache.data[0, 0, 1:3])
 
 
 def _per_layer(new: np.ndarray) -> list[np.ndarray]:
@@ -70,11 +72,20 @@ def test_write_rows_same_position_different_rows(cache):
         np.testing.assert_array_equal(cache.data[:, :, b, :, p, :], new[:, :, b, :, 0, :])
 
 
-def test_write_prefix(cache):
+def test_write_rows_from_a_slot_offset(cache):
+    new = np.random.default_rng(6).standard_normal((L, 2, 2, H, 1, D)).astype(np.float32)
     before = cache.data.copy()
-    new = np.random.default_rng(3).standard_normal((L, 2, 1, H, 5, D)).astype(np.float32)
-    cache.write_prefix(new, 1, 2, 3)  # only the first n=3 of the 5 given positions
-    np.testing.assert_array_equal(cache.data[:, :, 1, :, 2:5], new[:, :, 0, :, :3])
+    cache.write_rows(_per_layer(new), 2, np.array([1, 6]), start=1)  # rows 0, 1 -> slots 1, 2
+    np.testing.assert_array_equal(cache.data[:, :, 1, :, 1], new[:, :, 0, :, 0])
+    np.testing.assert_array_equal(cache.data[:, :, 2, :, 6], new[:, :, 1, :, 0])
+    np.testing.assert_array_equal(cache.data[:, :, 0], before[:, :, 0])
+
+
+def test_write_span(cache):
+    before = cache.data.copy()
+    new = np.random.default_rng(3).standard_normal((L, 2, 2, H, 5, D)).astype(np.float32)
+    cache.write_span(_per_layer(new), 1, 1, 2, 3)  # row 1 of the call, only the first n=3 of its 5 positions
+    np.testing.assert_array_equal(cache.data[:, :, 1, :, 2:5], new[:, :, 1, :, :3])
     np.testing.assert_array_equal(cache.data[:, :, 1, :, :2], before[:, :, 1, :, :2])
     np.testing.assert_array_equal(cache.data[:, :, 1, :, 5:], before[:, :, 1, :, 5:])
     _others_unchanged(cache, before, 1)
@@ -115,7 +126,7 @@ def test_random_writes_never_touch_other_slots(cache):
         if op == 0:
             n = int(rng.integers(1, T + 1))
             start = int(rng.integers(0, T - n + 1))
-            cache.write_prefix(rng.standard_normal((L, 2, 1, H, n, D)).astype(np.float32), slot, start, n)
+            cache.write_span(_per_layer(rng.standard_normal((L, 2, 1, H, n, D)).astype(np.float32)), 0, slot, start, n)
         elif op == 1:
             src = int(rng.integers(S))
             cache.move(src, slot, int(rng.integers(0, T + 1)))

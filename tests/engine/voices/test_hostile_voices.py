@@ -19,9 +19,8 @@ import soundfile as sf
 
 from cadenza.engine.errors import KVCacheExhausted, VoiceError
 from cadenza.engine.voices.store import VoiceStore
-from cadenza.engine.voices.voice import Voice
-from hostile import opened_files, outside
-from support import E, TEXT, make_voice
+from hostile import opened_files
+from support import TEXT, make_voice
 
 
 @pytest.mark.parametrize("name", ["/dev/zero", "../x.safetensors", "/etc/passwd", "a/../../b", "x.safetensors"])

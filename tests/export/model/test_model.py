@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 from cadenza.engine.contract import text as tok
 from cadenza.engine.contract.length import LengthPolicy  # noqa: E402
 from cadenza.export.model.config import SIZES, TransformerConfig, TTSConfig  # noqa: E402
-from cadenza.export.onnx.graphs import graph_specs  # noqa: E402
+from cadenza.export.onnx.graphs import codec_specs, reference_parts  # noqa: E402
+from cadenza.export.onnx.stack import portable_specs  # noqa: E402
 from cadenza.export.model.model import TTSModel  # noqa: E402
 from cadenza.export.reference import RefSampling, generate  # noqa: E402
 from cadenza.export.onnx.to_onnx import build_model  # noqa: E402
@@ -149,18 +150,24 @@ def test_k1_generate(tiny_model_k1):
 
 def test_k1_export_and_onnx_step(tiny_model_k1, tiny_specs_k1, tiny_bundle_k1, tiny_ort_k1):
     """The K = 1 bundle has no depth graph, and its ONNX backbone step matches PyTorch (1e-4)."""
-    assert "depth_step" not in tiny_specs_k1
-    assert not (tiny_bundle_k1 / "depth_step.onnx").exists()
-    spec = tiny_specs_k1["backbone_step"]
-    b = tiny_model_k1.cfg.backbone
+    from stack_io import run_stack
+
+    assert "depth" not in tiny_specs_k1
+    assert not (tiny_bundle_k1 / "depth.onnx").exists()
+    spec = tiny_specs_k1["backbone"]
+    cfg = tiny_model_k1.cfg
+    b, C = cfg.backbone, cfg.codebook_size
     g = torch.Generator().manual_seed(0)
-    inputs = [torch.randint(0, tiny_model_k1.cfg.codebook_size, (2, 1), generator=g), torch.tensor([3, 6]),
-              *[torch.randn(2, b.n_kv_heads, 6, b.head_dim, generator=g) for _ in range(2 * b.n_layers)]]
-    got = tiny_ort_k1.run("backbone_step", {t.name: x for t, x in zip(spec.inputs, inputs)})
+    ids = torch.randint(0, C, (2, 1, 1), generator=g)
+    pos = torch.tensor([3, 6], dtype=torch.int32)
+    cache = torch.randn(b.n_layers, 2, 2, b.n_kv_heads, 8, b.head_dim, generator=g)
+    feeds = {"ids": ids, "voice": torch.zeros(2, cfg.speaker_dim), "seqlens_k": pos, "query_seqlens": torch.ones(2, dtype=torch.int32)}
+    manifest = json.loads((tiny_bundle_k1 / "manifest.json").read_text())
+    got = run_stack(tiny_ort_k1.session("backbone"), manifest["graphs"]["backbone"],
+                    {k: v.numpy() for k, v in feeds.items()}, cache.numpy().copy())
     with torch.no_grad():
-        ref = spec.module(*inputs)
-    for t, r in zip(spec.outputs, ref):
-        assert float(np.abs(got[t.name] - r.numpy()).max()) <= 1e-4, t.name
+        ref = spec.module(*feeds.values(), *[cache[l, i, :, :, :6] for l in range(b.n_layers) for i in (0, 1)])
+    assert float(np.abs(got["logits"] - ref[0].numpy()).max()) <= 1e-4
     pcm = tiny_ort_k1.run("codec_decode", {"codes": np.zeros((1, 1, 2), np.int64),
                                            **{s.name: np.zeros([1, *s.shape[1:]], np.float32)
                                               for s in tiny_specs_k1["codec_decode"].inputs[1:]}})["pcm"]
@@ -180,5 +187,5 @@ def test_benchmark_sizes(name, lo, hi, k):
     assert lo <= n <= hi, f"{name} backbone has {n / 1e6:.1f} M parameters"
     assert cfg.n_codebooks == k and model.depth is not None
     assert len(model.backbone.transformer.layers) == cfg.backbone.n_layers
-    assert [s.role for s in graph_specs(model)] == [
-        "backbone_prefill", "backbone_step", "depth_step", "codec_decode", "codec_encode", "speaker_encode"]
+    roles = [s.role for s in portable_specs(*reference_parts(model), cfg.speaker_dim) + codec_specs(model)]
+    assert roles == ["backbone", "depth", "codec_decode", "codec_encode", "speaker_encode"]

@@ -1,5 +1,5 @@
 """The exported bundle: valid ONNX, a complete manifest, hierarchical node names,
-and graph signatures that agree with the manifest."""
+and graph signatures that agree with the manifest, for fused and portable graphs."""
 from __future__ import annotations
 
 import json
@@ -11,15 +11,20 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
 from cadenza.engine.contract import text as tok  # noqa: E402
-from cadenza.engine.contract.bundle import FORMAT_VERSION, MANIFEST, ROLES, content_hash, sha256_file  # noqa: E402
+from cadenza.engine.contract.bundle import FORMAT_VERSION, MANIFEST, ROLES, content_hash  # noqa: E402
 from cadenza.export.model.config import TTSConfig  # noqa: E402
 
-DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64"}
+DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32"}
+
+
+@pytest.fixture(scope="module", params=["fused", "portable"])
+def bundle(request, tiny_bundle, tiny_bundle_portable):
+    return tiny_bundle if request.param == "fused" else tiny_bundle_portable
 
 
 @pytest.fixture(scope="module")
-def manifest(tiny_bundle) -> dict:
-    return json.loads((tiny_bundle / MANIFEST).read_text())
+def manifest(bundle) -> dict:
+    return json.loads((bundle / MANIFEST).read_text())
 
 
 def _declared(vi) -> tuple[str, list]:
@@ -28,8 +33,8 @@ def _declared(vi) -> tuple[str, list]:
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_onnx_checker_passes(role, tiny_bundle):
-    onnx.checker.check_model(str(tiny_bundle / f"{role}.onnx"), full_check=True)
+def test_onnx_checker_passes(role, bundle):
+    onnx.checker.check_model(str(bundle / f"{role}.onnx"), full_check=True)
 
 
 def test_manifest_top_level(manifest, tiny_model):
@@ -52,12 +57,14 @@ def test_manifest_top_level(manifest, tiny_model):
     assert manifest["content_sha256"] == content_hash(manifest)
 
 
-def test_manifest_lists_exactly_the_bundle_files(manifest, tiny_bundle):
-    """Every file of the bundle directory is hashed in the manifest, and every listed file exists."""
+def test_manifest_lists_exactly_the_bundle_files(manifest, bundle, tiny_bundle):
+    """Every file of the bundle directory is hashed in the manifest, and every listed file exists; the
+    PyTorch weights only when asked for (`torch_weights=True`, the fused fixture)."""
     files = manifest["files"]
-    expected = {f"{r}.onnx" for r in ROLES} | {"weights/model.safetensors", "weights/config.json"}
-    assert expected <= set(files), expected - set(files)
-    on_disk = {p.relative_to(tiny_bundle).as_posix() for p in tiny_bundle.rglob("*") if p.is_file()}
+    torch_files = {"weights/model.safetensors", "weights/config.json"}
+    expected = {f"{r}.onnx" for r in ROLES} | (torch_files if bundle == tiny_bundle else set())
+    assert expected == {f for f in files if not f.endswith(".data")}, expected ^ set(files)
+    on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     assert on_disk - {"manifest.json"} == set(files)
     for name, digest in files.items():
         assert re.fullmatch(r"[0-9a-f]{64}", digest), name
@@ -66,27 +73,34 @@ def test_manifest_lists_exactly_the_bundle_files(manifest, tiny_bundle):
 
 
 def test_manifest_roles_match_specs(manifest, tiny_specs):
+    """Both forms take the same inputs; they differ only in how the new K/V leave (returned or in place)."""
     assert list(manifest["graphs"]) == list(ROLES) == list(tiny_specs)
     for role, spec in tiny_specs.items():
         g = manifest["graphs"][role]
         assert g["file"] == f"{role}.onnx"
         assert g["inputs"] == [t.to_dict() for t in spec.inputs], role
-        assert g["outputs"] == [t.to_dict() for t in spec.outputs], role
+        if g.get("form") == "fused":
+            outs = [t.to_dict() for t in spec.outputs if not t.name.startswith("new_")]
+            assert g["outputs"][:len(outs)] == outs, role
+        else:
+            assert g["outputs"] == [t.to_dict() for t in spec.outputs], role
 
 
-@pytest.mark.parametrize("role,n_layers", [("backbone_prefill", 2), ("backbone_step", 2), ("depth_step", 1)])
+@pytest.mark.parametrize("role,n_layers", [("backbone", 2), ("depth", 1)])
 def test_manifest_kv_names(role, n_layers, manifest):
     g = manifest["graphs"][role]
     kv = g["kv"]
-    assert kv["layers"] == n_layers
+    assert kv["layers"] == n_layers and kv["mode"] == ("in_place" if g["form"] == "fused" else "returned")
     inputs = {t["name"]: t for t in g["inputs"]}
     outputs = {t["name"]: t for t in g["outputs"]}
     for l in range(n_layers):
         for kind in ("key", "value"):
-            past, new = inputs[kv[f"past_{kind}"] % l], outputs[kv[f"new_{kind}"] % l]
-            assert past["shape"][1] == new["shape"][1] == kv["kv_heads"]
-            assert past["shape"][3] == new["shape"][3] == kv["head_dim"]
+            past, out = inputs[kv[f"past_{kind}"] % l], outputs[kv[f"out_{kind}"] % l]
+            assert past["shape"][1] == out["shape"][1] == kv["kv_heads"]
+            assert past["shape"][3] == out["shape"][3] == kv["head_dim"]
             assert isinstance(past["shape"][2], str)  # symbolic cache length
+            if kv["mode"] == "in_place":  # the present is the past's buffer
+                assert out["shape"] == past["shape"]
     # symbolic dims carry meaningful names
     assert inputs[kv["past_key"] % 0]["shape"][0] == "batch"
 
@@ -105,9 +119,9 @@ def test_manifest_codec_state(manifest, tiny_model):
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_graph_inputs_match_manifest(role, manifest, tiny_bundle):
+def test_graph_inputs_match_manifest(role, manifest, bundle):
     """Graph input names, order, dtypes and dims (values and symbolic names) are the manifest's."""
-    proto = onnx.load(str(tiny_bundle / f"{role}.onnx"), load_external_data=False)
+    proto = onnx.load(str(bundle / f"{role}.onnx"), load_external_data=False)
     g = manifest["graphs"][role]
     declared = [(vi.name, *_declared(vi)) for vi in proto.graph.input]
     assert declared == [(t["name"], t["dtype"], t["shape"]) for t in g["inputs"]]
@@ -115,9 +129,9 @@ def test_graph_inputs_match_manifest(role, manifest, tiny_bundle):
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_graph_outputs_compatible_with_manifest(role, manifest, tiny_bundle):
+def test_graph_outputs_compatible_with_manifest(role, manifest, bundle):
     """Output dtype and rank agree, and every dim the graph fixes agrees with the manifest."""
-    proto = onnx.load(str(tiny_bundle / f"{role}.onnx"), load_external_data=False)
+    proto = onnx.load(str(bundle / f"{role}.onnx"), load_external_data=False)
     for vi, t in zip(proto.graph.output, manifest["graphs"][role]["outputs"]):
         dtype, dims = _declared(vi)
         assert dtype == t["dtype"] and len(dims) == len(t["shape"]), vi.name
@@ -126,42 +140,45 @@ def test_graph_outputs_compatible_with_manifest(role, manifest, tiny_bundle):
             assert not isinstance(m, str) or d == m, f"{role} {vi.name}: graph dims {dims}, manifest {t['shape']}"
 
 
-@pytest.mark.parametrize("role", ["backbone_prefill", "backbone_step", "depth_step", "codec_decode", "codec_encode"])
-def test_graph_outputs_declared_exactly_as_manifest(role, manifest, tiny_bundle):
-    proto = onnx.load(str(tiny_bundle / f"{role}.onnx"), load_external_data=False)
+@pytest.mark.parametrize("role", ROLES)
+def test_graph_outputs_declared_exactly_as_manifest(role, manifest, bundle):
+    proto = onnx.load(str(bundle / f"{role}.onnx"), load_external_data=False)
     declared = [(vi.name, *_declared(vi)) for vi in proto.graph.output]
     assert declared == [(t["name"], t["dtype"], t["shape"]) for t in manifest["graphs"][role]["outputs"]]
 
 
-def test_onnxruntime_sees_manifest_names(manifest, tiny_ort):
+def test_onnxruntime_sees_manifest_names(manifest, bundle):
+    from conftest import OrtBundle
+
+    graphs = OrtBundle(bundle)
     for role in ROLES:
-        sess = tiny_ort.session(role)
+        sess = graphs.session(role)
         g = manifest["graphs"][role]
         assert [i.name for i in sess.get_inputs()] == [t["name"] for t in g["inputs"]], role
         assert [o.name for o in sess.get_outputs()] == [t["name"] for t in g["outputs"]], role
 
 
-@pytest.mark.parametrize("role,layers,scope", [
-    ("backbone_step", 2, "/bb/transformer/layers.{l}/attn/"),
-    ("backbone_prefill", 2, "/bb/transformer/layers.{l}/attn/"),
-    ("depth_step", 1, "/depth/transformer/layers.{l}/attn/"),
-])
-def test_node_names_are_hierarchical(role, layers, scope, tiny_bundle):
-    names = [n.name for n in onnx.load(str(tiny_bundle / f"{role}.onnx"), load_external_data=False).graph.node]
+@pytest.mark.parametrize("role,layers", [("backbone", 2), ("depth", 1)])
+def test_node_names_are_hierarchical(role, layers, bundle, manifest):
+    names = [n.name for n in onnx.load(str(bundle / f"{role}.onnx"), load_external_data=False).graph.node]
+    fused = manifest["graphs"][role]["form"] == "fused"
     for l in range(layers):
-        prefix = scope.format(l=l)
+        prefix = f"layers.{l}." if fused else f"/body/layers.{l}/attn/"
         assert any(n.startswith(prefix) for n in names), f"no node under {prefix} in {role}"
-        assert any(n.startswith(prefix + "q_proj/") and n.endswith("MatMul") for n in names), prefix
-        assert any(f"/layers.{l}/mlp/" in n for n in names), l
+        if fused:
+            assert f"layers.{l}.qkv_proj" in names and f"layers.{l}.attention" in names, l
+        else:
+            assert any(n.startswith(prefix + "q_proj/") and n.endswith("MatMul") for n in names), prefix
+        assert any(f"layers.{l}" in n and "down_proj" in n for n in names), l
 
 
-def test_codec_node_names_are_hierarchical(tiny_bundle):
-    names = [n.name for n in onnx.load(str(tiny_bundle / "codec_decode.onnx")).graph.node]
+def test_codec_node_names_are_hierarchical(bundle):
+    names = [n.name for n in onnx.load(str(bundle / "codec_decode.onnx")).graph.node]
     assert any(re.match(r"/.*decoder/ups\.0/", n) for n in names), names[:20]
 
 
 def test_k1_manifest(tiny_bundle_k1):
     m = json.loads((tiny_bundle_k1 / MANIFEST).read_text())
-    assert "depth_step" not in m["graphs"] and "depth_step.onnx" not in m["files"]
+    assert "depth" not in m["graphs"] and "depth.onnx" not in m["files"]
     assert m["constants"]["n_codebooks"] == 1 and m["constants"]["depth_layers"] == 0
-    assert m["graphs"]["backbone_step"]["inputs"][0]["shape"] == ["batch", 1]
+    assert m["graphs"]["backbone"]["inputs"][0]["shape"] == ["batch", "seq", 1]

@@ -15,7 +15,7 @@ def test_weights_in_external_files(external_bundle):
     from cadenza.engine.contract.bundle import Bundle
 
     b = Bundle.load(external_bundle)
-    for role in ("backbone_step", "codec_decode"):
+    for role in ("backbone", "depth", "codec_decode"):
         assert f"{role}.onnx.data" in b.manifest["files"]
         assert (external_bundle / f"{role}.onnx.data").stat().st_size > (external_bundle / f"{role}.onnx").stat().st_size
 
@@ -36,6 +36,6 @@ def test_missing_external_data_is_a_bundle_error(external_bundle, tmp_path):
     from cadenza.engine.contract.bundle import Bundle, BundleError
 
     broken = shutil.copytree(external_bundle, tmp_path / "b")
-    (broken / "backbone_step.onnx.data").unlink()
-    with pytest.raises(BundleError, match="backbone_step.onnx.data"):
+    (broken / "backbone.onnx.data").unlink()
+    with pytest.raises(BundleError, match="backbone.onnx.data"):
         Bundle.load(broken)

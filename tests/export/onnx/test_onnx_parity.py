@@ -1,59 +1,203 @@
-"""ONNX Runtime (CPU) against the PyTorch wrapper modules, graph by graph.
+"""ONNX Runtime (CPU) against the PyTorch modules, graph by graph, in both graph forms.
 
-Each graph role of the tiny bundle is run on random inputs in ONNX Runtime
-and compared with its `cadenza.export.graphs` wrapper module (the same
-flat signature). Tolerances (max-abs): 1e-4 for logits, hidden states, K/V
-and codec states; 1e-5 for PCM and the speaker embedding; codes exact.
+The transformer stacks (`backbone`, `depth`) run on random inputs in ONNX Runtime, as the
+portable graphs (standard operators, new K/V returned) and as the fused graphs
+(`GroupQueryAttention`, K/V written in place into the bound cache), and are compared with
+the portable PyTorch module (`cadenza.export.onnx.stack`) on the same inputs. The codec and
+speaker graphs are compared with their wrapper modules. Tolerances (max-abs): 1e-4 for logits,
+hidden states, K/V and codec states; 1e-5 for PCM and the speaker embedding; codes exact.
 
-Batched rows sit at different positions (different `start` / `lengths` /
-`positions` / depth positions), and further tests check that each row's
-result equals that row run alone and ignores cache entries past its valid
-length.
+Batched rows sit at different positions (a padded prefill after per-row cached prefixes,
+steps at their own positions, a voice's acoustic frames); further tests check that each row's
+result equals that row run alone, that cache entries past a row's valid length are ignored,
+and that a fused graph writes exactly each row's new positions and nothing else.
 """
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from cadenza.engine.contract import text as tok  # noqa: E402
+from stack_io import run_stack  # noqa: E402
 
 TOL_DEFAULT = 1e-4  # logits, hidden, new K/V, codec states
 TOL = {"pcm": 1e-5, "embedding": 1e-5, "codes": 0}
 ISOLATION_TOL = 1e-5  # a row in a batch vs the same row alone
 GARBAGE_TOL = 1e-6  # cache entries past the valid length must not matter
+T_CACHE = 24  # cache positions of the test inputs (a padded chunk must fit after every row's prefix)
 
 
-# --- input builders (tensors in the wrapper's positional order) -------------
-def _cache(B, hkv, T, dh, n, gen):
-    return [torch.randn(B, hkv, T, dh, generator=gen) for _ in range(n)]
-
-
-def prefill_inputs(cfg, starts, lengths, P, T, gen):
-    b = cfg.backbone
-    B = len(starts)
-    assert max(starts) <= T and max(lengths) <= P
-    tokens = torch.randint(0, tok.N_BYTES, (B, P), generator=gen)  # [B, P]
-    tokens[:, :2] = torch.tensor([tok.VOICE, tok.BOS])[:P]  # the prompt's first slots
+# --- stack inputs ---------------------------------------------------------------
+def backbone_inputs(model, starts, seqs, gen, frames=False):
+    """Rows appending len(seqs[b]) positions after starts[b] cached ones: text tokens, or (frames) codes."""
+    cfg = model.cfg
+    K, C, B, P = cfg.n_codebooks, cfg.codebook_size, len(starts), max(seqs)
+    null = K * C + cfg.text_vocab
+    ids = torch.full((B, P, K), null)
+    for b, n in enumerate(seqs):
+        if frames:
+            ids[b, :n] = torch.randint(0, C, (n, K), generator=gen) + torch.arange(K) * C
+        else:
+            ids[b, :n, 0] = K * C + torch.randint(0, tok.N_BYTES, (n,), generator=gen)
     voice = torch.nn.functional.normalize(torch.randn(B, cfg.speaker_dim, generator=gen), dim=-1)
-    return [tokens, voice, torch.tensor(lengths), torch.tensor(starts),
-            *_cache(B, b.n_kv_heads, T, b.head_dim, 2 * b.n_layers, gen)]
+    if frames:
+        voice = torch.zeros_like(voice)
+    lens = torch.tensor(seqs, dtype=torch.int32)
+    feeds = {"ids": ids, "voice": voice, "seqlens_k": torch.tensor(starts, dtype=torch.int32) + lens - 1,
+             "query_seqlens": lens}
+    return feeds, _cache(cfg.backbone, B, gen), list(zip(starts, seqs))
 
 
-def step_inputs(cfg, positions, T, gen):
-    b = cfg.backbone
-    B = len(positions)
-    codes = torch.randint(0, cfg.codebook_size, (B, cfg.n_codebooks), generator=gen)  # [B, K]
-    return [codes, torch.tensor(positions), *_cache(B, b.n_kv_heads, T, b.head_dim, 2 * b.n_layers, gen)]
+def depth_inputs(model, B, pos, gen):
+    cfg = model.cfg
+    d, C = cfg.depth, cfg.codebook_size
+    feeds = {"hidden": torch.randn(B, cfg.backbone.dim, generator=gen),
+             "ids": torch.randint(0, C, (B,), generator=gen) + pos * C, "depth_pos": torch.tensor([pos])}
+    return feeds, _cache(d, B, gen, T=cfg.n_codebooks - 1), [(pos, 1)] * B
 
 
-def depth_inputs(cfg, B, depth_pos, gen):
-    d = cfg.depth
-    return [torch.randn(B, cfg.backbone.dim, generator=gen), torch.randint(0, cfg.codebook_size, (B,), generator=gen),
-            torch.tensor([depth_pos]), *_cache(B, d.n_kv_heads, cfg.n_codebooks - 1, d.head_dim, 2 * d.n_layers, gen)]
+def _cache(t, B, gen, T=T_CACHE):
+    return torch.randn(t.n_layers, 2, B, t.n_kv_heads, T, t.head_dim, generator=gen).numpy()
 
 
+STACK_CASES = [
+    # role, id, builder(model, gen) -> (feeds, cache [L, 2, B, Hkv, T, Dh], [(start, n)] per row)
+    ("backbone", "prefill_b1", lambda m, g: backbone_inputs(m, [0], [8], g)),
+    ("backbone", "prefill_b3_mixed_start_len", lambda m, g: backbone_inputs(m, [0, 4, 10], [8, 5, 1], g)),
+    ("backbone", "frames_b1_after_prefix", lambda m, g: backbone_inputs(m, [6], [3], g, frames=True)),
+    ("backbone", "step_b3_mixed_pos", lambda m, g: backbone_inputs(m, [0, 7, 12], [1, 1, 1], g, frames=True)),
+    ("backbone", "step_b1_empty", lambda m, g: backbone_inputs(m, [0], [1], g, frames=True)),
+    ("depth", "b1_pos0", lambda m, g: depth_inputs(m, 1, 0, g)),
+    ("depth", "b3_pos0", lambda m, g: depth_inputs(m, 3, 0, g)),
+    ("depth", "b3_pos2", lambda m, g: depth_inputs(m, 3, 2, g)),
+]
+
+
+def torch_stack(spec, feeds, cache, spans) -> dict:
+    """The portable module on the valid part of the cache: outputs plus `new` [L, 2, B, Hkv, P, Dh]."""
+    T = max(s for s, _ in spans)
+    past = [torch.from_numpy(cache[l, i, :, :, :T].copy()) for l in range(cache.shape[0]) for i in (0, 1)]
+    ins = [torch.as_tensor(feeds[t.name]) for t in spec.inputs if not t.name.startswith("past_")]
+    with torch.no_grad():
+        out = spec.module(*ins, *past)
+    names = [t.name for t in spec.outputs]
+    res = {n: o.numpy() for n, o in zip(names, out) if not n.startswith("new_")}
+    L = cache.shape[0]
+    res["new"] = np.stack([np.stack([out[names.index(f"new_key.{l}")].numpy(), out[names.index(f"new_value.{l}")].numpy()])
+                           for l in range(L)])
+    return res
+
+
+class Sessions:
+    def __init__(self, bundle):
+        self.bundle, self.sessions = bundle, {}
+        import json
+
+        self.manifest = json.loads((bundle / "manifest.json").read_text())
+
+    def run(self, role, feeds, cache):
+        if role not in self.sessions:
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            self.sessions[role] = ort.InferenceSession(str(self.bundle / f"{role}.onnx"), so,
+                                                       providers=["CPUExecutionProvider"])
+        feeds = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in feeds.items()}
+        return run_stack(self.sessions[role], self.manifest["graphs"][role], feeds, cache)
+
+
+@pytest.fixture(scope="module", params=["portable", "fused"])
+def stacks(request, tiny_bundle, tiny_bundle_portable):
+    return request.param, Sessions(tiny_bundle if request.param == "fused" else tiny_bundle_portable)
+
+
+def onnx_stack(stacks, role, feeds, cache, spans) -> tuple[dict, np.ndarray]:
+    """(outputs with `new` in the portable layout, the cache after the call) for either form."""
+    form, sess = stacks
+    after = cache.copy()
+    out = sess.run(role, feeds, after)
+    if form == "fused":  # read the written entries back out of the cache, and check nothing else moved
+        P = max(n for _, n in spans)
+        new = np.zeros(cache.shape[:4] + (P, cache.shape[5]), cache.dtype)
+        expect = cache.copy()
+        for b, (s, n) in enumerate(spans):
+            new[:, :, b, :, :n] = after[:, :, b, :, s:s + n]
+            expect[:, :, b, :, s:s + n] = after[:, :, b, :, s:s + n]
+        np.testing.assert_array_equal(after, expect, err_msg=f"{role}: the fused graph wrote outside the new positions")
+        out["new"] = new
+    return out, after
+
+
+@pytest.mark.parametrize("role,build", [pytest.param(r, b, id=f"{r}-{i}") for r, i, b in STACK_CASES])
+def test_stack_matches_torch(role, build, stacks, tiny_model, tiny_specs):
+    feeds, cache, spans = build(tiny_model, torch.Generator().manual_seed(1234))
+    ref = torch_stack(tiny_specs[role], feeds, cache, spans)
+    got, _ = onnx_stack(stacks, role, feeds, cache, spans)
+    assert set(got) == set(ref)
+    for name, r in ref.items():
+        g = got[name]
+        if name == "new":  # only each row's valid new entries
+            for b, (_, n) in enumerate(spans):
+                err = float(np.abs(g[:, :, b, :, :n] - r[:, :, b, :, :n]).max())
+                assert err <= TOL_DEFAULT, f"{stacks[0]} {role} new K/V row {b}: max-abs {err:.3g}"
+        else:
+            assert g.shape == r.shape and g.dtype == r.dtype, name
+            err = float(np.abs(g - r).max())
+            assert err <= TOL_DEFAULT, f"{stacks[0]} {role} {name}: max-abs {err:.3g} > {TOL_DEFAULT}"
+
+
+def test_batched_rows_equal_rows_alone(stacks, tiny_model):
+    """Row b of a padded batch (rows at different positions) equals row b run alone, within 1e-5."""
+    feeds, cache, spans = backbone_inputs(tiny_model, [0, 4, 10], [8, 5, 1], torch.Generator().manual_seed(7))
+    batched, after = onnx_stack(stacks, "backbone", feeds, cache, spans)
+    for b, (s, n) in enumerate(spans):
+        one = {k: (v[b:b + 1, :n] if k == "ids" else v[b:b + 1]) for k, v in feeds.items()}
+        single, _ = onnx_stack(stacks, "backbone", one, np.ascontiguousarray(cache[:, :, b:b + 1]), [(s, n)])
+        for name in ("logits", "hidden"):
+            err = float(np.abs(batched[name][b:b + 1] - single[name]).max())
+            assert err <= ISOLATION_TOL, f"{stacks[0]} row {b} {name}: max-abs {err:.3g}"
+        err = float(np.abs(batched["new"][:, :, b:b + 1, :, :n] - single["new"][:, :, :, :, :n]).max())
+        assert err <= ISOLATION_TOL, f"{stacks[0]} row {b} new K/V: max-abs {err:.3g}"
+
+
+@pytest.mark.parametrize("role", ["backbone", "depth"])
+def test_cache_past_valid_length_is_ignored(role, stacks, tiny_model):
+    """Entries at or past each row's valid length (zeros vs huge garbage) change no output (1e-6)."""
+    g = torch.Generator().manual_seed(11)
+    feeds, cache, spans = (backbone_inputs(tiny_model, [0, 5, 11], [1, 1, 1], g, frames=True) if role == "backbone"
+                           else depth_inputs(tiny_model, 2, 2, g))
+    clean, garbage = cache.copy(), cache.copy()
+    for b, (s, _) in enumerate(spans):
+        clean[:, :, b, :, s:] = 0
+        garbage[:, :, b, :, s:] = 1e4 + 1e3 * np.random.default_rng(b).standard_normal(garbage[:, :, b, :, s:].shape)
+    a, _ = onnx_stack(stacks, role, feeds, clean, spans)
+    z, _ = onnx_stack(stacks, role, feeds, garbage, spans)
+    for name in a:
+        err = float(np.abs(a[name] - z[name]).max())
+        assert err <= GARBAGE_TOL, f"{stacks[0]} {role} {name}: garbage past the valid length moved it by {err:.3g}"
+
+
+def test_portable_graphs_use_standard_operators_only(tiny_bundle_portable):
+    """The portable form parses in any ONNX runtime: every node is in the default domain."""
+    import onnx
+
+    for role in ("backbone", "depth"):
+        model = onnx.load(str(tiny_bundle_portable / f"{role}.onnx"))
+        domains = {n.domain for n in model.graph.node}
+        assert domains <= {"", "ai.onnx"}, f"{role}: {domains}"
+
+
+def test_fused_graphs_use_the_fused_operators(tiny_bundle):
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(tiny_bundle / "backbone.onnx")).graph.node}
+    assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization"} <= ops
+    assert "Softmax" not in ops and "Concat" not in ops
+
+
+# --- codec and speaker ---------------------------------------------------------
 def decode_inputs(model, B, frames, gen, state_scale=0.1):
     cfg = model.cfg
     codes = torch.randint(0, cfg.codebook_size, (B, cfg.n_codebooks, frames), generator=gen)  # [B, K, F]
@@ -68,17 +212,6 @@ def pcm_inputs(B, n, gen):
 HOP = 1920
 CASES = [
     # role, id, builder(model, gen) -> inputs
-    ("backbone_prefill", "b1", lambda m, g: prefill_inputs(m.cfg, [3], [8], 8, 10, g)),
-    ("backbone_prefill", "b3_mixed_start_len", lambda m, g: prefill_inputs(m.cfg, [0, 4, 10], [8, 5, 1], 8, 10, g)),
-    ("backbone_prefill", "b3_empty_cache", lambda m, g: prefill_inputs(m.cfg, [0, 0, 0], [6, 8, 3], 8, 0, g)),
-    ("backbone_prefill", "b2_one_token", lambda m, g: prefill_inputs(m.cfg, [2, 9], [1, 1], 1, 10, g)),
-    ("backbone_step", "b1", lambda m, g: step_inputs(m.cfg, [6], 10, g)),
-    ("backbone_step", "b3_mixed_pos", lambda m, g: step_inputs(m.cfg, [0, 7, 10], 10, g)),
-    ("backbone_step", "b1_empty_cache", lambda m, g: step_inputs(m.cfg, [0], 0, g)),
-    ("depth_step", "b1_pos0", lambda m, g: depth_inputs(m.cfg, 1, 0, g)),
-    ("depth_step", "b1_pos2", lambda m, g: depth_inputs(m.cfg, 1, 2, g)),
-    ("depth_step", "b3_pos0", lambda m, g: depth_inputs(m.cfg, 3, 0, g)),
-    ("depth_step", "b3_pos2", lambda m, g: depth_inputs(m.cfg, 3, 2, g)),
     ("codec_decode", "b1_f1_zero_state", lambda m, g: decode_inputs(m, 1, 1, g, state_scale=0.0)),
     ("codec_decode", "b3_f4_state", lambda m, g: decode_inputs(m, 3, 4, g)),
     ("codec_encode", "b1_3frames", lambda m, g: pcm_inputs(1, 3 * HOP, g)),
@@ -122,7 +255,7 @@ def test_onnx_matches_torch(role, build, tiny_model, tiny_specs, tiny_ort):
 
 
 def test_every_role_is_covered(tiny_specs):
-    assert {r for r, _, _ in CASES} == set(tiny_specs)
+    assert {r for r, _, _ in CASES} | {r for r, _, _ in STACK_CASES} == set(tiny_specs)
 
 
 def test_codec_encode_cuts_to_whole_frames(tiny_specs, tiny_ort):
@@ -133,76 +266,3 @@ def test_codec_encode_cuts_to_whole_frames(tiny_specs, tiny_ort):
     np.testing.assert_array_equal(out, run_onnx(tiny_ort, spec, [pcm[:, : 2 * HOP]])["codes"])
 
 
-# --- batched rows are independent -------------------------------------------
-def _row_alone_prefill(inputs, b):
-    """Row `b` of a prefill batch as a batch of one: only its `lengths[b]` tokens, cache cut to `start[b]`."""
-    tokens, voice, lengths, starts, *past = inputs
-    n, s = int(lengths[b]), int(starts[b])
-    return [tokens[b:b + 1, :n], voice[b:b + 1], lengths[b:b + 1], starts[b:b + 1],
-            *[c[b:b + 1, :, :s] for c in past]], n
-
-
-def _row_alone_step(inputs, b):
-    codes, positions, *past = inputs
-    s = int(positions[b])
-    return [codes[b:b + 1], positions[b:b + 1], *[c[b:b + 1, :, :s] for c in past]], 1
-
-
-ISOLATION = [
-    ("backbone_prefill", lambda m, g: prefill_inputs(m.cfg, [0, 4, 10], [8, 5, 1], 8, 10, g), _row_alone_prefill),
-    ("backbone_step", lambda m, g: step_inputs(m.cfg, [0, 7, 10], 10, g), _row_alone_step),
-]
-
-
-@pytest.mark.parametrize("backend", ["onnx", "torch"])
-@pytest.mark.parametrize("role,build,alone", [pytest.param(*c, id=c[0]) for c in ISOLATION])
-def test_batched_rows_equal_rows_alone(role, build, alone, backend, tiny_model, tiny_specs, tiny_ort):
-    """Row b of a batch (padded prompt, longer cache) equals row b run alone, within 1e-5."""
-    spec = tiny_specs[role]
-    run = (lambda x: run_onnx(tiny_ort, spec, x)) if backend == "onnx" else (lambda x: run_torch(spec, x))
-    inputs = build(tiny_model, torch.Generator().manual_seed(7))
-    batched = run(inputs)
-    for b in range(inputs[0].shape[0]):
-        single_in, n = alone(inputs, b)
-        single = run(single_in)
-        for name, ref in single.items():
-            got = batched[name][b:b + 1]
-            if name.startswith("new_"):
-                got = got[:, :, :n]  # only the row's valid new entries
-            err = float(np.abs(got - ref).max())
-            assert err <= ISOLATION_TOL, f"{backend} {role} row {b} {name}: max-abs {err:.3g} > {ISOLATION_TOL}"
-
-
-def _fill_past_valid(inputs, first_past: int, valid: list[int], value_fn):
-    """Replace every cache entry at index >= valid[b] of row b with `value_fn(shape)`."""
-    out = list(inputs)
-    for i in range(first_past, len(out)):
-        c = out[i].clone()
-        for b, v in enumerate(valid):
-            c[b, :, v:] = value_fn(c[b, :, v:].shape)
-        out[i] = c
-    return out
-
-
-GARBAGE = [
-    # role, builder, index of the first past tensor, valid length per row
-    ("backbone_step", lambda m, g: step_inputs(m.cfg, [0, 5, 11], 12, g), 2, [0, 5, 11]),
-    ("backbone_prefill", lambda m, g: prefill_inputs(m.cfg, [0, 3, 9], [8, 4, 2], 8, 12, g), 4, [0, 3, 9]),
-    ("depth_step", lambda m, g: depth_inputs(m.cfg, 2, 0, g), 3, [0, 0]),
-    ("depth_step", lambda m, g: depth_inputs(m.cfg, 2, 2, g), 3, [2, 2]),
-]
-
-
-@pytest.mark.parametrize("role,build,first,valid",
-                         [pytest.param(*c, id=f"{c[0]}-valid{'_'.join(map(str, c[3]))}") for c in GARBAGE])
-def test_cache_past_valid_length_is_ignored(role, build, first, valid, tiny_model, tiny_specs, tiny_ort):
-    """Entries past each row's valid length (zeros vs large garbage) do not change any output (1e-6)."""
-    spec = tiny_specs[role]
-    g = torch.Generator().manual_seed(11)
-    inputs = build(tiny_model, g)
-    clean = _fill_past_valid(inputs, first, valid, lambda s: torch.zeros(s))
-    garbage = _fill_past_valid(inputs, first, valid, lambda s: 1e4 + 1e3 * torch.randn(s, generator=g))
-    a, b = run_onnx(tiny_ort, spec, clean), run_onnx(tiny_ort, spec, garbage)
-    for name in a:
-        err = float(np.abs(a[name] - b[name]).max())
-        assert err <= GARBAGE_TOL, f"{role} {name}: garbage past the valid length moved the output by {err:.3g}"

@@ -44,7 +44,7 @@ def _row(n: int) -> Row:
 
 
 def test_a_steady_batch_binds_nothing(bundle):
-    """Decode steps at a constant batch reuse the IO binding: the step and depth graphs bind once per
+    """Decode steps at a constant batch reuse the IO binding: the backbone and depth graphs bind once per
     batch size, not once per call."""
     gen = OrtGenerator(bundle, slots=3, max_len=64, threads=1)
     rows = [_row(20) for _ in range(2)]
@@ -52,13 +52,13 @@ def test_a_steady_batch_binds_nothing(bundle):
         gen.add(r)
     gen.prefill([PrefillItem(r, tok.prompt_tokens("Hi."), np.zeros(256, np.float32)) for r in rows])
     gen.frame(), gen.step()  # first call at batch 2: binds
-    step_binds, depth_binds = gen.step_g.binds, gen.depth_g.binds
+    step_binds, depth_binds = gen.backbone.graph.binds, gen.depth.graph.binds
     for _ in range(10):
         gen.frame()
         gen.step()
-    assert gen.step_g.binds == step_binds  # 10 more steps, the same binding
-    assert gen.depth_g.binds == depth_binds  # 30 more depth steps (K - 1 = 3 per frame)
+    assert gen.backbone.graph.binds == step_binds  # 10 more steps, the same binding
+    assert gen.depth.graph.binds == depth_binds  # 30 more depth steps (K - 1 = 3 per frame)
     gen.remove(rows[0])
     gen.frame(), gen.step()  # the batch changed: one new binding each
-    assert gen.step_g.binds == step_binds + 1
+    assert gen.backbone.graph.binds == step_binds + 1
     gen.close()
