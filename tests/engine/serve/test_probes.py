@@ -83,7 +83,7 @@ def test_wait_loaded_startup_returns_once_loaded_and_fails_on_a_bad_bundle(tiny_
 
     bad = tmp_path / "bad"
     shutil.copytree(tiny_bundle, bad)
-    (bad / "backbone_step.onnx").write_bytes(b"not a graph")
+    next(bad.glob("*.onnx")).write_bytes(b"not a graph")  # its hash no longer matches the manifest
     app = create_app(bundles={"t": bad}, engine_kwargs={"threads": 1}, wait_loaded=True)
     with pytest.raises(RuntimeError, match="loading the models failed: BundleError"):
         with TestClient(app):
