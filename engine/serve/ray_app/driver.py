@@ -63,8 +63,9 @@ def run(args: ServeArgs, *, address: str | None = None, host: str = "127.0.0.1",
         serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
         how = (f"{args.replicas} replica(s)" if args.max_replicas is None
                else f"{args.min_replicas or 1}..{args.max_replicas} replicas (autoscaling)")
+        cluster = address or ray.get_runtime_context().gcs_address  # a local cluster: its head's address
         print(f"cadenza serve --ray: http://{host}:{port} ({how} of {', '.join(sorted(args.bundle))}; "
-              f"Ray cluster {ray.get_runtime_context().gcs_address})", flush=True)
+              f"Ray cluster {cluster})", flush=True)
         stop.wait()
         print("cadenza serve --ray: stopping (draining the replicas)", flush=True)
         serve.delete(APP_NAME)
