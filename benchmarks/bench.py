@@ -67,6 +67,7 @@ class BenchConfig:
     seed: int = 0
     positions: list[int] = field(default_factory=list)
     isolate: bool = True  # one worker process per engine x scenario
+    spinning: bool = False  # Cadenza's engine with spinning intra-op threads (Engine.load(spinning=True))
     prompt_len: int = 0  # set by `check`: the prompt's positions on the bundle (its voice prefix included)
 
     def check(self, bundle: Bundle) -> None:
@@ -123,7 +124,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
 def _job(cfg: BenchConfig, bundle: Bundle, engine: str, n: int, with_positions: bool) -> Job:
     positions = list(cfg.positions) if with_positions else []
     return Job(engine, str(cfg.bundle), cfg.threads, n, cfg.text, cfg.frames, cfg.seed, positions, cfg.prompt_len,
-               cfg.long_frames(bundle.constants.max_seq_len) if positions else 0)
+               cfg.long_frames(bundle.constants.max_seq_len) if positions else 0, cfg.spinning)
 
 
 def make_rows(engine: str, n: int, res: dict) -> list[dict]:
@@ -198,7 +199,7 @@ def collect_meta(cfg: BenchConfig, bundle: Bundle) -> dict:
     return {
         "commit": _commit(), "hostname": socket.gethostname(), "cpu": _cpu_model(), "cores": os.cpu_count(),
         "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "device": "cpu", "threads": cfg.threads, "platform": platform.platform(), "versions": _versions(),
+        "device": "cpu", "threads": cfg.threads, "spinning": cfg.spinning, "platform": platform.platform(), "versions": _versions(),
         "bundle": str(cfg.bundle), "bundle_hash": bundle.hash,
         "bundle_config": bundle.manifest.get("size") or bundle.family,
         "text": cfg.text, "prompt_tokens": cfg.prompt_len, "frames": cfg.frames,

@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     src.add_argument("--text-file", default=None, help="read the text from a UTF-8 file")
     p.add_argument("--frames", type=int, default=64, help="forced frames per stream (identical work everywhere)")
     p.add_argument("--threads", type=int, default=None, help="intra-op / torch threads (default: all cores)")
+    p.add_argument("--spinning", action="store_true",
+                   help="Cadenza's engine with spinning ONNX Runtime threads (Engine.load(spinning=True))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--positions", default=None,
                    help="also time one long stream and report step time near these cache positions, e.g. 100,2000")
@@ -75,7 +77,7 @@ def config_from_args(args):
                          "make one with `cadenza export --size tiny --out DIR`")
     return BenchConfig(bundle=args.bundle, baselines=_names(args.baselines), streams=_ints(args.streams, "--streams"),
                        runs=args.runs, warmup=args.warmup, text=_text(args), frames=args.frames,
-                       threads=args.threads or default_threads(), seed=args.seed,
+                       threads=args.threads or default_threads(), spinning=args.spinning, seed=args.seed,
                        positions=_ints(args.positions or "", "--positions"), isolate=not args.no_isolate)
 
 

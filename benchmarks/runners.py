@@ -44,11 +44,11 @@ class CadenzaRunner:
 
     helper_threads = 1  # the codec worker beside generation
 
-    def __init__(self, bundle: str, threads: int, streams: int, engine=None):
+    def __init__(self, bundle: str, threads: int, streams: int, engine=None, spinning: bool = False):
         if engine is None:
             from cadenza.engine import Engine
 
-            engine = Engine.load(bundle, threads=threads, max_streams=streams)
+            engine = Engine.load(bundle, threads=threads, max_streams=streams, spinning=spinning)
         self.engine = engine
 
     def run(self, n: int, text: str, frames: int, seed: int) -> RunRecord:
@@ -98,10 +98,10 @@ class SequentialRunner:
         self.source.close()
 
 
-def make_runner(engine: str, bundle: str, threads: int, streams: int):
+def make_runner(engine: str, bundle: str, threads: int, streams: int, spinning: bool = False):
     """The runner for an engine name: `ort` or one of `BASELINES`."""
     if engine == ENGINE:
-        return CadenzaRunner(bundle, threads, streams)
+        return CadenzaRunner(bundle, threads, streams, spinning=spinning)
     if engine not in BASELINES:
         raise ValueError(f"unknown engine {engine!r}; choose from {[ENGINE, *BASELINES]}")
     return SequentialRunner(BASELINES[engine](bundle, threads))

@@ -44,6 +44,7 @@ class Job:
     positions: list[int] = field(default_factory=list)  # also time one long stream near these positions
     prompt_len: int = 0
     long_frames: int = 0
+    spinning: bool = False  # Cadenza's engine: ONNX Runtime's intra-op threads spin between kernels
 
     @property
     def tag(self) -> str:
@@ -56,7 +57,7 @@ class LocalWorker:
     def __init__(self, job: Job):
         self.job = job
         t = time.perf_counter()
-        self.runner = make_runner(job.engine, job.bundle, job.threads, job.streams)
+        self.runner = make_runner(job.engine, job.bundle, job.threads, job.streams, job.spinning)
         self.load_s = time.perf_counter() - t
 
     def run(self) -> RunRecord:

@@ -60,7 +60,7 @@ class Engine:
                  memory_budget_mb: float = 1024, threads: int | None = None, codec_threads: int = 1,
                  chunk: ChunkSchedule | None = None, max_queue: int = 64, queue_timeout: float = 30.0,
                  prefix_cache_mb: float = 64, prefill_budget: int = 512, warmup: bool = True,
-                 voice_store: VoiceStore | str | Path | None = None):
+                 voice_store: VoiceStore | str | Path | None = None, spinning: bool = False):
         spec, c = get_backend(backend), bundle.constants
         self.bundle, self.backend, self.constants = bundle, spec.name, c
         self.sample_rate, self.hop, self.frame_rate, self.n_codebooks = c.sample_rate, c.hop, c.frame_rate, c.n_codebooks
@@ -75,7 +75,7 @@ class Engine:
         try:  # whatever fails half-way, close what was opened
             opened = spec.open(bundle, slots=self.slots, max_len=self.max_len,
                                threads=threads or self.default_threads(bundle), codec_threads=codec_threads,
-                               max_frames=self.chunk.max_frames)
+                               max_frames=self.chunk.max_frames, spinning=spinning)
             self.gen = opened.generator
             self.worker = CodecWorker(opened.codec)
             self._codec = opened.codec
@@ -101,6 +101,9 @@ class Engine:
             max_streams: concurrent streams (KV slots), capped by `memory_budget_mb`.
             max_len: KV positions per slot (default: the model's context).
             threads: intra-op threads for generation (default: `default_threads`).
+            spinning: let ONNX Runtime's intra-op threads spin between kernels (`ort` backend). Off by
+                default: the codec worker decodes on the second core beside generation, and spinning
+                threads take that core (measured: docs/benchmarks.md, "Threads and spinning").
             chunk: the chunk schedule (first chunk small, then growing).
             max_queue, queue_timeout: the bounded wait queue for a free slot.
             prefix_cache_mb: bytes for cached voice-prefix KV entries (0 disables the cache).

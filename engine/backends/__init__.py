@@ -39,7 +39,7 @@ class Backend:
         name: what `Engine.load(..., backend=name)` takes.
         summary: one line for error messages and docs.
         opener: "module:function"; the function takes (bundle, slots, max_len, threads,
-            codec_threads, max_frames) and returns `Opened`. Imported on first use.
+            codec_threads, max_frames, spinning) and returns `Opened`. Imported on first use.
         kv_itemsize: bytes per KV-cache element (sizes the slots within the memory budget); 0: the
             bundle's own cache type (its graphs' `kv.dtype`).
     """
@@ -50,11 +50,11 @@ class Backend:
     kv_itemsize: int = 0
 
     def open(self, bundle: Bundle, *, slots: int, max_len: int, threads: int, codec_threads: int,
-             max_frames: int) -> Opened:
+             max_frames: int, spinning: bool = False) -> Opened:
         module, func = self.opener.split(":")
         fn: Callable[..., Opened] = getattr(importlib.import_module(module), func)
         return fn(bundle, slots=slots, max_len=max_len, threads=threads, codec_threads=codec_threads,
-                  max_frames=max_frames)
+                  max_frames=max_frames, spinning=spinning)
 
 
 _REGISTRY: dict[str, Backend] = {}

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 REBUILD_HINT = "rebuild it with `cadenza export --size SIZE --out DIR` (or re-run the export that made it)"
 ROLES = ("backbone", "depth", "codec_decode", "codec_encode", "speaker_encode")
+HEAD_ROLE = re.compile(r"head\.[0-9]{1,2}")  # a flat layout's head cut for frame position j
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -76,7 +78,7 @@ class Bundle:
             if not isinstance(digest, str) or len(digest) != 64:
                 raise BundleError(f"{where}: file {name!r} has no SHA-256; {REBUILD_HINT}")
         for role, entry in m["graphs"].items():
-            if role not in ROLES:
+            if role not in ROLES and not HEAD_ROLE.fullmatch(str(role)):
                 raise BundleError(f"{where}: unknown graph role {str(role)[:40]!r}; {REBUILD_HINT}")
             validate.graph_entry(role, entry, m["constants"], m["files"], where)
         self.layout = TokenLayout.from_dict(m["layout"], c.n_codebooks, c.codebook_size, where)
@@ -84,7 +86,8 @@ class Bundle:
         self.length = LengthPolicy.from_dict(m["length"], where)
         self.codec = CodecSpec.from_manifest(m, where)
         depth = self.layout.kind == "depth" and self.layout.depth_positions > 0
-        for role in ("backbone", "codec_decode") + (("depth",) if depth else ()):
+        heads = tuple(f"head.{j}" for j in range(len(self.layout.heads)))
+        for role in ("backbone", "codec_decode") + (("depth",) if depth else ()) + heads:
             if role not in m["graphs"]:
                 raise BundleError(f"{where} has no {role!r} graph; {REBUILD_HINT}")
         self.embedding = Embedding.from_dict(m["graphs"]["backbone"].get("embedding"), c.n_codebooks,

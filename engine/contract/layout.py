@@ -14,7 +14,9 @@ Two layouts, because real models use both:
 
 The backbone's logits cover vocabulary ids `[logits_offset, logits_offset + logits_size)`
 (a head restricted to the ids that can ever be sampled); every range below is in
-logits columns, not vocabulary ids.
+logits columns, not vocabulary ids. A flat layout may also cut the head per frame
+position (`heads[j]`: the columns graph `head.{j}` computes, covering what position j
+may sample): a step then computes 4,097 logits instead of the whole head.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class TokenLayout:
     eos: str = "column"  # depth: "column" (codebook-0 logits column `eos_column`) | "zero_frame"
     eos_column: int = -1
     depth_prime: int = 0  # depth decoder positions before the first sampled codebook (CSM: 1)
+    heads: tuple[tuple[int, int], ...] = ()  # flat: per frame position, the [lo, hi) columns of graph head.{j}
 
     @property
     def depth_positions(self) -> int:
@@ -57,7 +60,7 @@ class TokenLayout:
         return {"kind": self.kind, "tokens_per_frame": self.tokens_per_frame, "logits_offset": self.logits_offset,
                 "logits_size": self.logits_size, "allowed": [list(a) for a in self.allowed],
                 "stop_columns": list(self.stop_columns), "eos": self.eos, "eos_column": self.eos_column,
-                "depth_prime": self.depth_prime}
+                "depth_prime": self.depth_prime, "heads": [list(h) for h in self.heads]}
 
     @classmethod
     def from_dict(cls, d: dict, n_codebooks: int, codebook_size: int, where: str = "the manifest") -> "TokenLayout":
@@ -66,7 +69,8 @@ class TokenLayout:
                          int(d["logits_offset"]), int(d["logits_size"]),
                          tuple((int(lo), int(hi)) for lo, hi in d["allowed"]),
                          tuple(int(c) for c in d.get("stop_columns", ())), d.get("eos", "column"),
-                         int(d.get("eos_column", -1)), int(d.get("depth_prime", 0)))
+                         int(d.get("eos_column", -1)), int(d.get("depth_prime", 0)),
+                         tuple((int(lo), int(hi)) for lo, hi in d.get("heads", ())))
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{where}: the layout block is malformed ({e!r}); rebuild the bundle with "
                               "`cadenza export`") from None
@@ -93,5 +97,12 @@ class TokenLayout:
             problems.append("a stop column lies outside the logits")
         if self.eos == "column" and self.kind == "depth" and not 0 <= self.eos_column < self.logits_size:
             problems.append("eos_column lies outside the logits")
+        if self.heads:
+            if self.kind != "flat" or len(self.heads) != self.tokens_per_frame:
+                problems.append("heads: one column range per frame position of a flat layout")
+            elif any(not (0 <= lo <= a and b <= hi <= self.logits_size) for (lo, hi), (a, b) in zip(self.heads, self.allowed)):
+                problems.append("a head range does not cover its position's allowed columns")
+            elif any(not self.heads[0][0] <= c < self.heads[0][1] for c in self.stop_columns):
+                problems.append("head 0 does not cover the stop columns")
         if problems:
             raise BundleError(f"{where}: invalid token layout: {'; '.join(problems)}; rebuild the bundle")

@@ -33,7 +33,7 @@ from onnx import helper as oh
 from onnx import numpy_helper as nh
 
 from ..model.transformer import Transformer
-from .stack import BackboneParts, DepthParts, backbone_io, depth_io
+from .stack import BackboneParts, DepthParts, backbone_io, depth_io, head_io
 
 MS = "com.microsoft"
 OPSET_FUSED = 23  # RMSNormalization
@@ -228,9 +228,24 @@ def build_backbone(parts: BackboneParts, speaker_dim: int, opts: FusedOptions, d
         last = g.op("Sub", [g.op("Cast", ["query_seqlens"], name="last.cast", to=TP.INT64),
                             g.const("one_i64", 1, np.int64)], name="last.index")
         last = g.op("Unsqueeze", [last, g.const("axis_m1", [-1], np.int64)], name="last.unsqueeze")  # [B, 1]
-        hidden = g.op("GatherND", [h, last], "hidden" if parts.hidden else None, name="last.gather", batch_dims=1)
-        g.op("Identity", [g.linear(hidden, parts.head, "head")], "logits", name="logits")
+        hidden = g.op("GatherND", [h, last], "hidden" if parts.outputs_hidden else None, name="last.gather",
+                      batch_dims=1)
+        if parts.heads is None:
+            g.op("Identity", [g.linear(hidden, parts.head, "head")], "logits", name="logits")
         return _model(g, "cadenza_backbone", ins, outs), ins, outs, kv, g.weight_bytes
+    finally:
+        g.close()
+
+
+def build_head(parts: BackboneParts, j: int, opts: FusedOptions, data: Path | None = None):
+    """(model, inputs, outputs, None, weight bytes) of `head.{j}`: the rows of the head that frame
+    position j may sample."""
+    lo, hi = parts.heads[j]
+    ins, outs = head_io(parts, j, opts.float_type)
+    g = _Builder(opts, data)
+    try:
+        g.op("Identity", [g.linear("hidden", parts.head[lo:hi], "head")], "logits", name="logits")
+        return _model(g, f"cadenza_head_{j}", ins, outs), ins, outs, None, g.weight_bytes
     finally:
         g.close()
 

@@ -17,7 +17,9 @@ forms:
     seqlens_k      int32 [batch]   per row: its valid cache length after this call, minus 1
     query_seqlens  int32 [batch]   per row: its new positions in this call (>= 1; padding beyond)
     past_key.{l} / past_value.{l}  [batch, Hkv, cache_len, Dh]  the slots' caches
-    -> logits [batch, V] and (depth families) hidden [batch, D] of each row's last new position,
+    -> logits [batch, V] and (depth families) hidden [batch, D] of each row's last new position
+       (a layout that cuts its head per frame position returns hidden only, and graph `head.{j}`
+       maps it to the logits of the columns position j may sample),
        new_key.{l} / new_value.{l} [batch, Hkv, seq, Dh] (portable) or
        present_key.{l} / present_value.{l} bound to the past buffers (fused, written in place)
 
@@ -57,6 +59,11 @@ class BackboneParts:
     embedding: dict  # {"slots", "text_offset", "code_offsets" (list or None), "null_row"}
     voice_proj: torch.Tensor | None = None  # [D, E]: voice @ W^T is added to every position
     hidden: bool = False  # also output the hidden state (a depth decoder follows)
+    heads: list[tuple[int, int]] | None = None  # the head cut per frame position (rows of `head`): no logits output
+
+    @property
+    def outputs_hidden(self) -> bool:
+        return self.hidden or self.heads is not None
 
 
 @dataclass
@@ -91,7 +98,7 @@ class PortableBackbone(nn.Module):
         self.register_buffer("head", parts.head.detach().float().contiguous())
         self.voice_proj = None if parts.voice_proj is None else nn.Parameter(parts.voice_proj.detach().float(),
                                                                              requires_grad=False)
-        self.with_hidden = parts.hidden
+        self.with_logits, self.with_hidden = parts.heads is None, parts.outputs_hidden
 
     def forward(self, ids, *rest):
         if self.voice_proj is not None:
@@ -106,7 +113,7 @@ class PortableBackbone(nn.Module):
         h, nk, nv = self.body(x, positions, pk, pv, past_len)
         idx = (query_seqlens.long() - 1)[:, None, None].expand(-1, 1, h.shape[-1])
         last = h.gather(1, idx)[:, 0]  # [B, D]
-        out = (last @ self.head.t(),) + ((last,) if self.with_hidden else ())
+        out = ((last @ self.head.t(),) if self.with_logits else ()) + ((last,) if self.with_hidden else ())
         return (*out, *interleave(nk, nv))
 
 
@@ -138,8 +145,8 @@ def backbone_io(parts: BackboneParts, speaker_dim: int, in_place: bool, dtype: s
     if parts.voice_proj is not None:
         ins.append(TensorSpec("voice", dtype, ["batch", speaker_dim]))
     ins += [TensorSpec("seqlens_k", I32, ["batch"]), TensorSpec("query_seqlens", I32, ["batch"])]
-    outs = [TensorSpec("logits", dtype, ["batch", parts.head.shape[0]])]
-    if parts.hidden:
+    outs = [TensorSpec("logits", dtype, ["batch", parts.head.shape[0]])] if parts.heads is None else []
+    if parts.outputs_hidden:
         outs.append(TensorSpec("hidden", dtype, ["batch", b.dim]))
     past, new, kv = kv_specs(b.n_layers, b.n_kv_heads, b.head_dim, "cache_len", "seq", in_place, dtype)
     return ins + past, outs + new, kv
@@ -152,6 +159,32 @@ def depth_io(parts: DepthParts, backbone_dim: int, in_place: bool, dtype: str = 
     outs = [TensorSpec("logits", dtype, ["batch", parts.heads.shape[2]])]
     past, new, kv = kv_specs(d.n_layers, d.n_kv_heads, d.head_dim, "depth_len", 1, in_place, dtype)
     return ins + past, outs + new, kv
+
+
+class PortableHead(nn.Module):
+    """`head.{j}`: the hidden state -> the logits of one column range."""
+
+    def __init__(self, rows: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weight", rows.detach().float().contiguous())
+
+    def forward(self, hidden):
+        return hidden @ self.weight.t()
+
+
+def head_io(parts: BackboneParts, j: int, dtype: str = FLOAT):
+    lo, hi = parts.heads[j]
+    return [TensorSpec("hidden", dtype, ["batch", parts.body.cfg.dim])], [TensorSpec("logits", dtype, ["batch", hi - lo])]
+
+
+def head_specs(parts: BackboneParts) -> list[GraphSpec]:
+    """The `head.{j}` roles as portable graphs (none unless the parts cut their head)."""
+    specs = []
+    for j, (lo, hi) in enumerate(parts.heads or ()):
+        ins, outs = head_io(parts, j)
+        specs.append(GraphSpec(f"head.{j}", PortableHead(parts.head[lo:hi]).eval(), ins, outs,
+                               (torch.randn(2, parts.body.cfg.dim),)))
+    return specs
 
 
 def portable_specs(bb: BackboneParts, depth: DepthParts | None, speaker_dim: int) -> list[GraphSpec]:

@@ -329,3 +329,14 @@ def test_every_documented_error_is_exported():
                  "StreamCancelled", "VoiceError", "BackendUnavailable", "CadenzaError"):
         assert name in api.__all__ and issubclass(getattr(api, name), Exception), name
     assert issubclass(api.VoiceError, api.CadenzaError)
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_spinning_is_an_engine_option(tiny_bundle, spinning):
+    """`spinning` reaches ONNX Runtime's sessions of the generation graphs, and changes no code."""
+    with Engine.load(tiny_bundle, max_streams=1, spinning=spinning) as e:
+        so = e.gen.backbone.graph.session.get_session_options()
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
+        codes = e.synthesize("Spin or wait.", greedy=True, frames=6).codes
+    with Engine.load(tiny_bundle, max_streams=1) as e:
+        np.testing.assert_array_equal(codes, e.synthesize("Spin or wait.", greedy=True, frames=6).codes)

@@ -14,8 +14,8 @@ def open_codec(bundle: Bundle, slots: int, max_frames: int, threads: int):
 
 
 def open_backend(bundle: Bundle, *, slots: int, max_len: int, threads: int, codec_threads: int,
-                 max_frames: int) -> Opened:
-    gen = OrtGenerator(bundle, slots, max_len, threads)
+                 max_frames: int, spinning: bool = False) -> Opened:
+    gen = OrtGenerator(bundle, slots, max_len, threads, spinning)
     try:
         return Opened(gen, open_codec(bundle, slots, max_frames, codec_threads))
     except BaseException:

@@ -80,6 +80,8 @@ class OrtGenerator:
         self.depth = (Stack(bundle, "depth", slots, self.layout.depth_positions, {**dims, "seq": 1}, threads, spinning)
                       if bundle.depth_embedding is not None else None)
         self.depth_emb = bundle.depth_embedding
+        self.heads = [OrtGraph(bundle, f"head.{j}", {"batch": slots}, threads, spinning)
+                      for j in range(len(self.layout.heads))]  # a flat layout's head, cut per frame position
         self.kv_itemsize = np.dtype(self.backbone.dtype).itemsize
         names = self.backbone.graph.input_names
         self.voice_dim = c.speaker_dim if "voice" in names else 0
@@ -167,7 +169,8 @@ class OrtGenerator:
 
     def _pending(self, b: int, out: dict, i: int) -> None:
         """Row `b` takes row `i` of a backbone output as its pending logits (and hidden state)."""
-        self.logits[b] = out["logits"][i]
+        if "logits" in out:
+            self.logits[b] = out["logits"][i]
         if "hidden" in out:
             self.hidden[b] = out["hidden"][i]
 
@@ -242,14 +245,24 @@ class OrtGenerator:
         lay = self.layout
         ended = np.zeros(B, bool)
         for j in range(lay.tokens_per_frame):
-            extra = lay.stop_columns if j == 0 else ()
-            codes, stop = sample_codes(self.logits[:B], lay.allowed[j], samplers, j, extra, ~ban)
+            logits, lo = self._logits(j, B)
+            extra = tuple(c - lo for c in lay.stop_columns) if j == 0 else ()
+            allowed = (lay.allowed[j][0] - lo, lay.allowed[j][1] - lo)
+            codes, stop = sample_codes(logits, allowed, samplers, j, extra, ~ban)
             self.codes[:B, j] = codes
             ended |= stop
             self.ids[:B, 0, 0] = self.emb.text_offset + lay.logits_offset + lay.allowed[j][0] + codes
             if j + 1 < lay.tokens_per_frame:  # the frame's last token is fed by step()
                 self._step(self.rows.rows[:B])
         return ended
+
+    def _logits(self, j: int, B: int) -> tuple[np.ndarray, int]:
+        """The pending logits of frame position j for rows 0..B-1, and the column their first one is:
+        with a cut head, graph head.{j} over the rows' hidden states."""
+        if not self.heads:
+            return self.logits[:B], 0
+        out = self.heads[j].run({"hidden": self.hidden[:B]})["logits"]
+        return (out if out.dtype == np.float32 else out.astype(np.float32)), self.layout.heads[j][0]
 
     def _step(self, rows: Sequence[Row], advance: bool = True) -> None:
         """One backbone position for rows 0..n-1 (their table rows in `ids`): K/V into the cache, logits
@@ -273,6 +286,8 @@ class OrtGenerator:
         self.rows.end_step()  # the shared table advances the framed rows
 
     def close(self) -> None:
+        for g in self.heads:
+            g.close()
         self.backbone.close()
         if self.depth is not None:
             self.depth.close()

@@ -58,7 +58,7 @@ def open_session(bundle: Bundle, role: str, so: ort.SessionOptions) -> ort.Infer
     except Exception as e:  # noqa: BLE001 - ONNX Runtime's errors (InvalidProtobuf, Fail, ...) share no base
         raise BundleError(f"{bundle.path}: ONNX Runtime cannot load the {role!r} graph "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); rebuild the bundle") from None
-    session._cadenza_keep = g  # the external weights' memory lives as long as the session
+    session._cadenza_keep = g._keep  # the external weights' memory lives as long as the session (not the model bytes)
     return session
 
 

@@ -12,7 +12,8 @@ from .. import Opened
 
 
 def open_cpu(bundle: Bundle, *, slots: int, max_len: int, threads: int, codec_threads: int,
-             max_frames: int) -> Opened:
+             max_frames: int, spinning: bool = False) -> Opened:
+    """PyTorch eager on the CPU (`spinning` is ONNX Runtime's; PyTorch's own threads are not changed)."""
     from ..ort.codec import OrtCodecDecoder
     from .generator import TorchGenerator
 
@@ -25,7 +26,7 @@ def open_cpu(bundle: Bundle, *, slots: int, max_len: int, threads: int, codec_th
 
 
 def open_cuda(bundle: Bundle, *, slots: int, max_len: int, threads: int, codec_threads: int,
-              max_frames: int) -> Opened:
+              max_frames: int, spinning: bool = False) -> Opened:
     from .codec import TorchBatchDecoder, TorchCodecDecoder
     from .generator import TorchGenerator
 

@@ -172,6 +172,7 @@ ABSURD = {
     "embedding_slots": (lambda m: m["graphs"]["backbone"]["embedding"].__setitem__("slots", 10 ** 6), "slots"),
     "depth_offsets": (lambda m: m["graphs"]["depth"]["embedding"].__setitem__("offsets", [0]), "offsets"),
     "no_backbone": (lambda m: m["graphs"].pop("backbone"), "backbone"),
+    "heads": (lambda m: m["layout"].__setitem__("heads", [[0, 1]]), "head"),
 }
 
 

@@ -115,6 +115,23 @@ def test_manifest_records_the_token_map(orpheus_bundle):
     assert "tokenizer.json" in m["files"] and m["constants"]["hop"] == 2048
 
 
+def test_the_head_is_cut_per_frame_position(orpheus_bundle, orpheus_hf):
+    """The backbone returns the hidden state only; graph head.{j} holds exactly the head rows position j
+    may sample (4,096 codes; at j == 0 also the stop id), equal to the checkpoint's lm_head rows."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = json.loads((orpheus_bundle / "manifest.json").read_text())
+    assert [t["name"] for t in m["graphs"]["backbone"]["outputs"] if not t["name"].startswith("present")] == ["hidden"]
+    heads = m["layout"]["heads"]
+    assert heads[0] == [2, 10 + 4096] and heads[3] == [10 + 3 * 4096, 10 + 4 * 4096] and len(heads) == 7
+    lm = orpheus_hf.lm_head.weight.detach().numpy()
+    for j, (lo, hi) in enumerate(heads):
+        g = onnx.load(str(orpheus_bundle / f"head.{j}.onnx"))
+        (w,) = [numpy_helper.to_array(t) for t in g.graph.initializer if t.name.endswith("weight_t")]
+        np.testing.assert_array_equal(w.T, lm[128256 + lo:128256 + hi])
+
+
 def test_unknown_voice_names_the_builtin_ones(engine):
     from cadenza.engine import VoiceError
 
