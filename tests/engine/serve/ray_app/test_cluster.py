@@ -230,10 +230,16 @@ def test_killing_a_replica_mid_load_leaves_the_endpoint_serving(ray_serve, refer
         return dep.replica_states.get("RUNNING", 0) == 2
 
     assert wait_for(replaced, timeout=120, interval=0.5)
-    after = speak_all(ray_serve, [_body(seed=700 + i) for i in range(2 * ray_serve.max_streams + 2)])
-    for s in after:
-        _check_audio(s, reference)
-    assert victim not in {s.replica for s in after} and len({s.replica for s in after}) == 2
+    survivors = {s.replica for s in load} - {victim}
+    served_by: set = set()
+    for round_ in range(20):  # the proxy learns of the replacement shortly after the controller
+        after = speak_all(ray_serve, [_body(seed=700 + i) for i in range(2 * ray_serve.max_streams + 2)])
+        for s in after:
+            _check_audio(s, reference)
+        served_by |= {s.replica for s in after}
+        if served_by - survivors:
+            break
+    assert victim not in served_by and served_by - survivors, (victim, survivors, served_by)
 
 
 # --- shutdown -------------------------------------------------------------------------------
