@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,server]'
+	$(BIN)/python -m pip install -q -e '.[dev,server,ray]'
 	touch $(STAMP)
 
 bundles/tiny/manifest.json: $(STAMP)

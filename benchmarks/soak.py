@@ -3,6 +3,10 @@
     python -m cadenza.benchmarks.soak --url http://127.0.0.1:8000 --clients 16 --seconds 60
     python -m cadenza.benchmarks.soak --bundle bundles/tiny --clients 16 --seconds 60   # in process
 
+The URL may be Ray Serve's proxy in front of `cadenza serve --ray` replicas: the
+responses name their replica (`X-Cadenza-Replica`), so the result counts requests
+per replica and keeps each replica's RSS (each `/metrics` answers for one replica).
+
 Each client loops for `--seconds`: one streamed `/v1/audio/speech` request (pcm) after
 another, timing the first audio bytes (client-side TTFA, from sending the request), the
 gaps between received pieces, and underruns (the audio received, played in real time from
@@ -36,6 +40,7 @@ class Tally:
     def __init__(self):
         self.ttfa, self.gaps, self.errors, self.ok, self.audio_s = [], [], {}, 0, 0.0
         self.underruns, self.stall_s, self.streams_with_underruns = 0, 0.0, 0
+        self.replicas: dict[str, int] = {}  # X-Cadenza-Replica -> requests served (Ray Serve)
         self.lock = threading.Lock()
 
     def error(self, kind: str) -> None:
@@ -63,7 +68,8 @@ class Tally:
                 "stall_s": round(self.stall_s, 2),
                 "ttfa_ms": {f"p{p}": q(self.ttfa, p) for p in (50, 95, 99)},
                 "gap_ms": {**{f"p{p}": q(self.gaps, p) for p in (50, 95, 99)},
-                           "max": round(max(self.gaps) * 1e3, 2) if self.gaps else None}}
+                           "max": round(max(self.gaps) * 1e3, 2) if self.gaps else None},
+                **({"requests_per_replica": dict(sorted(self.replicas.items()))} if self.replicas else {})}
 
 
 # --- over HTTP -------------------------------------------------------------------------------
@@ -89,18 +95,21 @@ async def _client(client, url: str, model: str, i: int, end: float, tally: Tally
             tally.ok += 1
             tally.audio_s += got / 2 / sr
             tally.playback(arrivals)
+            if replica := r.headers.get("x-cadenza-replica"):
+                tally.replicas[replica] = tally.replicas.get(replica, 0) + 1
         except Exception as e:  # noqa: BLE001 - counted, the load goes on
             tally.error(type(e).__name__)
 
 
 async def _rss(client, url: str, end: float, out: list) -> None:
+    """(seconds, RSS MiB, replica or None) every second, from the server's `/metrics`."""
     t0 = time.perf_counter()
     while time.perf_counter() < end:
         try:
-            text = (await client.get(url + "/metrics")).text
-            rss = next(float(line.split()[-1]) for line in text.splitlines()
+            r = await client.get(url + "/metrics")
+            rss = next(float(line.split()[-1]) for line in r.text.splitlines()
                        if line.startswith("process_resident_memory_bytes"))
-            out.append((round(time.perf_counter() - t0, 1), round(rss / 2**20, 1)))
+            out.append((round(time.perf_counter() - t0, 1), round(rss / 2**20, 1), r.headers.get("x-cadenza-replica")))
         except Exception:  # noqa: BLE001 - a missed sample
             pass
         await asyncio.sleep(1.0)
@@ -119,11 +128,20 @@ async def over_http(url: str, clients: int, seconds: float, headers: dict) -> di
         await asyncio.gather(_rss(client, url, end, rss),
                              *[_client(client, url, model, i, end, tally, sr) for i in range(clients)])
         elapsed = time.perf_counter() - t0
-    rss_mib = [m for _, m in rss]
     return {"mode": "http", "url": url, "model": model, "clients": clients, "seconds": round(elapsed, 1),
-            **tally.summary(elapsed),
-            "server_rss_mib": {"start": rss_mib[0] if rss_mib else None, "max": max(rss_mib, default=None),
-                               "end": rss_mib[-1] if rss_mib else None, "series": rss}}
+            **tally.summary(elapsed), "server_rss_mib": _rss_summary(rss)}
+
+
+def _rss_summary(samples: list) -> dict:
+    """start / max / end MiB of the server, or of each replica (by `X-Cadenza-Replica`)."""
+    def one(mib):
+        return {"start": mib[0] if mib else None, "max": max(mib, default=None), "end": mib[-1] if mib else None}
+
+    replicas = sorted({rep for _, _, rep in samples if rep})
+    if not replicas:
+        return {**one([m for _, m, _ in samples]), "series": [(t, m) for t, m, _ in samples]}
+    return {rep: {**one([m for _, m, r in samples if r == rep]), "series": [(t, m) for t, m, r in samples if r == rep]}
+            for rep in replicas}
 
 
 # --- in process --------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 SIGTERM or Ctrl-C: new requests get 503 and `/ready` turns 503 at once; streams in
 flight finish, up to `--drain-timeout` seconds, then are cancelled; then the engines
 close and the process exits 0. A second signal exits at once.
+
+`--ray`: the same app as replicas of a Ray Serve deployment (the `[ray]` extra;
+`cadenza.engine.serve.ray_app`, imported only then).
 """
 from __future__ import annotations
 
@@ -32,7 +35,23 @@ def register(sub) -> None:
     p.add_argument("--max-upload-bytes", type=int, default=16 << 20)
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds in-flight streams get at SIGTERM")
     p.add_argument("--log-level", default="info")
+    r = p.add_argument_group("Ray Serve (needs the [ray] extra; docs/ray.md)")
+    r.add_argument("--ray", action="store_true",
+                   help="serve as replicas of a Ray Serve deployment behind Ray's HTTP proxy (--host, --port)")
+    r.add_argument("--replicas", type=int, default=None, help="a fixed number of replicas (default 1)")
+    r.add_argument("--min-replicas", type=int, default=None, help="autoscaling: the fewest replicas (default 1)")
+    r.add_argument("--max-replicas", type=int, default=None,
+                   help="autoscale on ongoing requests between --min-replicas and this many replicas")
+    r.add_argument("--target-streams", type=float, default=None,
+                   help="autoscaling: ongoing requests per replica to aim for (default 3/4 of --max-streams)")
+    r.add_argument("--replica-cpus", type=float, default=None,
+                   help="CPUs Ray reserves per replica (default 1; 0 or a fraction to pack replicas)")
+    r.add_argument("--address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
+                   help="the Ray cluster to deploy on (default: start a local cluster for this process)")
     p.set_defaults(func=run)
+
+
+RAY_ONLY = ("replicas", "min_replicas", "max_replicas", "target_streams", "replica_cpus", "address")
 
 
 def parse_bundles(specs: list[str]) -> dict[str, Path]:
@@ -53,6 +72,11 @@ def parse_bundles(specs: list[str]) -> dict[str, Path]:
 
 
 def run(args) -> int:
+    if args.ray:
+        return run_ray(args)
+    given = [f"--{k.replace('_', '-')}" for k in RAY_ONLY if getattr(args, k) is not None]
+    if given:
+        raise CliError(f"{', '.join(given)} need --ray (replicas on Ray Serve)")
     try:
         import uvicorn
 
@@ -60,11 +84,7 @@ def run(args) -> int:
         from ..serve.state import ServeConfig
     except ImportError as e:
         raise CliError(f"cadenza serve needs the server extra ({e.name} is missing): pip install 'cadenza-tts[server]'")
-    key = None
-    if args.api_key_env:
-        key = os.environ.get(args.api_key_env)
-        if not key:
-            raise CliError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
+    key = _api_key(args)
     config = ServeConfig(api_key=key, max_body_bytes=args.max_body_bytes, max_upload_bytes=args.max_upload_bytes,
                          max_input_chars=args.max_input_chars, drain_s=args.drain_timeout)
     engine_kwargs = dict(backend=args.backend, max_streams=args.max_streams, max_queue=args.max_queue,
@@ -78,6 +98,38 @@ def run(args) -> int:
                          lifespan="on", timeout_graceful_shutdown=5)
     _draining_server()(cfg, app.state.cadenza).run()
     return 0
+
+
+def _api_key(args) -> str | None:
+    if not args.api_key_env:
+        return None
+    key = os.environ.get(args.api_key_env)
+    if not key:
+        raise CliError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
+    return key
+
+
+def run_ray(args) -> int:
+    """`cadenza serve --ray`: the same app as a Ray Serve deployment (see ray_app/driver.py)."""
+    try:
+        import uvicorn  # noqa: F401 - the replicas run the [server] app
+
+        from ..serve.ray_app import ServeArgs
+        from ..serve.ray_app import driver
+    except ImportError as e:
+        extra = "server" if e.name in ("uvicorn", "starlette", "prometheus_client") else "ray"
+        raise CliError(f"cadenza serve --ray needs the {extra} extra ({e.name} is missing): "
+                       f"pip install 'cadenza-tts[{extra}]'")
+    _api_key(args)  # the replicas read it from their environment (forwarded to them)
+    bundles = {name: str(path) for name, path in parse_bundles(args.bundle).items()}
+    optional = ("replicas", "min_replicas", "max_replicas", "target_streams", "replica_cpus", "threads",
+                "voice_store", "api_key_env")  # left to ServeArgs' defaults when not given
+    sargs = ServeArgs(bundle=bundles, max_streams=args.max_streams, max_queue=args.max_queue,
+                      queue_timeout=args.queue_timeout, backend=args.backend, max_input_chars=args.max_input_chars,
+                      max_body_bytes=args.max_body_bytes, max_upload_bytes=args.max_upload_bytes,
+                      drain_timeout=args.drain_timeout,
+                      **{k: getattr(args, k) for k in optional if getattr(args, k) is not None})
+    return driver.run(sargs, address=args.address, host=args.host, port=args.port)
 
 
 def _draining_server():

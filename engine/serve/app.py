@@ -207,7 +207,7 @@ async def _deny_websocket(receive, send, err: ApiError) -> None:
 
 
 def create_app(engines: dict | None = None, *, bundles: dict | None = None, config: ServeConfig | None = None,
-               engine_kwargs: dict | None = None, **config_kwargs):
+               engine_kwargs: dict | None = None, wait_loaded: bool = False, **config_kwargs):
     """The server as an ASGI app.
 
     Args:
@@ -215,6 +215,9 @@ def create_app(engines: dict | None = None, *, bundles: dict | None = None, conf
         bundles: name -> bundle directory, loaded (and closed) by the app; `/ready` says when.
         config: `ServeConfig`, or its fields as keyword arguments (api_key=..., max_input_chars=...).
         engine_kwargs: `Engine.load` arguments for `bundles` (max_streams, max_queue, threads, voice_store).
+        wait_loaded: the lifespan's startup waits until every bundle is loaded and fails if one does
+            not load (a replica behind a router, which must not take requests before it can serve them;
+            `cadenza.engine.serve.ray_app`). By default startup returns at once and `/ready` says when.
     Returns:
         the app; `app.state.cadenza` is its `CadenzaServer` (models, metrics, live streams).
     """
@@ -226,6 +229,8 @@ def create_app(engines: dict | None = None, *, bundles: dict | None = None, conf
     async def lifespan(app):
         models.start(on_loaded=server.metrics.watch)
         try:
+            if wait_loaded and not await asyncio.to_thread(models.wait):
+                raise RuntimeError(f"loading the models failed: {models.error}")
             yield
         finally:
             server.live.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
 
-_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class ServerMetrics:
@@ -22,9 +22,9 @@ class ServerMetrics:
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, open fds (Linux)
         self.ttfa = Histogram("cadenza_ttfa_seconds", "Request arrival to its first audio bytes sent",
-                              ["model", "endpoint"], buckets=_LATENCY, registry=r)
+                              ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.gap = Histogram("cadenza_inter_chunk_gap_seconds", "Time between consecutive audio sends of a stream",
-                             ["model"], buckets=_LATENCY, registry=r)
+                             ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.underruns = Counter("cadenza_underruns_total", "Chunks that came after the audio before them had "
                                  "played (real-time playback from the first chunk)", ["model"], registry=r)
         self.audio = Counter("cadenza_audio_seconds_total", "Seconds of audio sent", ["model"], registry=r)
@@ -55,4 +55,4 @@ class ServerMetrics:
         return generate_latest(self.registry)
 
 
-__all__ = ["ServerMetrics"]
+__all__ = ["ServerMetrics", "LATENCY_BUCKETS"]

@@ -93,3 +93,5 @@ def test_cli_errors_are_one_line(tiny_bundle, tmp_path, capsys):
     assert "given twice" in capsys.readouterr().err
     assert main(["serve", "--bundle", str(tiny_bundle), "--api-key-env", "CADENZA_UNSET_VAR_X"]) == 2
     assert "empty or unset" in capsys.readouterr().err
+    assert main(["serve", "--bundle", str(tiny_bundle), "--replicas", "2", "--address", "auto"]) == 2
+    assert "--replicas, --address need --ray" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -63,3 +64,27 @@ def test_ready_waits_for_the_models_to_load(tiny_bundle):
     finally:
         srv.stop()
     assert not models.owned  # the app closed the engines it loaded
+
+
+def test_wait_loaded_startup_returns_once_loaded_and_fails_on_a_bad_bundle(tiny_bundle, tmp_path):
+    """create_app(wait_loaded=True): the lifespan's startup ends with the engines loaded (a replica
+    behind a router is ready only when it can serve), or fails with the loading error."""
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from cadenza.engine.serve.app import create_app
+
+    app = create_app(bundles={"t": tiny_bundle}, engine_kwargs={"threads": 1, "max_streams": 2}, wait_loaded=True)
+    with TestClient(app) as client:
+        assert app.state.cadenza.models.ready
+        assert client.get("/ready").json() == {"status": "ready", "models": ["t"]}
+    assert not app.state.cadenza.models.owned
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bundle, bad)
+    next(bad.glob("*.onnx")).write_bytes(b"not a graph")  # its hash no longer matches the manifest
+    app = create_app(bundles={"t": bad}, engine_kwargs={"threads": 1}, wait_loaded=True)
+    with pytest.raises(RuntimeError, match="loading the models failed: BundleError"):
+        with TestClient(app):
+            pass
