@@ -73,11 +73,11 @@ class Target:
 
 
 def cache_dir(bundle: Bundle, root: str | Path | None = None) -> Path:
-    """`<root>/<bundle hash[:16]>` (root default: the user cache directory's `cadenza/peers`)."""
+    """`<root>/<bundle hash[:16]>` (root default: $CADENZA_PEERS_CACHE, else the user cache's `cadenza/peers`)."""
     if root is None:
-        from platformdirs import user_cache_dir
+        from .peer_setup import default_root
 
-        root = Path(user_cache_dir("cadenza")) / "peers"
+        root = default_root()
     d = Path(root) / bundle.hash[:16]
     d.mkdir(parents=True, exist_ok=True)
     return d
