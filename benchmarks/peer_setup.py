@@ -4,9 +4,10 @@
 
 1. `pip download` the llama-cpp-python sdist (LLAMA_CPP_VERSION) into `<cache>/src/` and unpack it:
    its vendored llama.cpp tree holds `convert_hf_to_gguf.py`, which the peers use to write GGUF.
-2. Build a wheel into `<cache>/wheels/<flags hash>/` (about 5 minutes on 2 cores), unless one is
-   there already: the build is cached per set of CMake flags.
-3. `pip install` that wheel into this Python.
+2. Unless llama-cpp-python LLAMA_CPP_VERSION is installed already without AMX (`--force-build`
+   rebuilds anyway): build a wheel into `<cache>/wheels/<flags hash>/` (about 5 minutes on 2
+   cores) unless one is there already (the build is cached per set of CMake flags), and
+   `pip install` it into this Python.
 
 The CMake flags (`cmake_args`): `GGML_NATIVE=OFF` and every x86 extension /proc/cpuinfo lists
 (AVX, AVX2, FMA, F16C, BMI2, AVX-VNNI, AVX-512 F/VBMI/VNNI/BF16) switched on by name, with AMX
@@ -29,7 +30,7 @@ from .peer_convert import LLAMA_CPP_VERSION
 
 # /proc/cpuinfo flag -> ggml CMake option
 CPU_FLAGS = {"avx": "GGML_AVX", "avx2": "GGML_AVX2", "fma": "GGML_FMA", "f16c": "GGML_F16C", "bmi2": "GGML_BMI2",
-             "avx_vnni": "GGML_AVX_VNNI", "avx512f": "GGML_AVX512", "avx512_vbmi": "GGML_AVX512_VBMI",
+             "avx_vnni": "GGML_AVX_VNNI", "avx512f": "GGML_AVX512", "avx512vbmi": "GGML_AVX512_VBMI",
              "avx512_vnni": "GGML_AVX512_VNNI", "avx512_bf16": "GGML_AVX512_BF16"}
 AMX_OFF = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
 
@@ -62,6 +63,15 @@ def cmake_args(native: bool = False, flags: set[str] | None = None) -> str:
     have = cpu_flags() if flags is None else flags
     on = [f"-D{opt}=ON" for flag, opt in CPU_FLAGS.items() if flag in have]
     return " ".join(["-DGGML_NATIVE=OFF", *on, *(f"-D{opt}=OFF" for opt in AMX_OFF)])
+
+
+def installed_version() -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version("llama_cpp_python")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def amx_risk() -> str | None:
@@ -114,13 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=None, help="peers cache (default: $CADENZA_PEERS_CACHE or the user cache)")
     ap.add_argument("--native", action="store_true", help="-DGGML_NATIVE=ON (may SIGILL where AMX is not enabled)")
     ap.add_argument("--print-flags", action="store_true", help="print the CMAKE_ARGS and exit")
+    ap.add_argument("--force-build", action="store_true", help="build and install even if a usable one is installed")
     a = ap.parse_args(argv)
     args = cmake_args(a.native)
     if a.print_flags:
         print(args)
         return 0
     root = Path(a.cache) if a.cache else default_root()
-    wheel = build_wheel(root, fetch_source(root), args)
+    sdist = fetch_source(root)
+    if not a.force_build and installed_version() == LLAMA_CPP_VERSION and (a.native or amx_risk() is None):
+        print(f"[peers] llama-cpp-python {LLAMA_CPP_VERSION} is installed (no AMX); converter in {source_tree(root)}",
+              file=sys.stderr)
+        return 0
+    wheel = build_wheel(root, sdist, args)
     _pip("install", "--no-deps", "--force-reinstall", str(wheel))
     _pip("install", "diskcache>=5.6.1", "jinja2>=2.11.3", "typing-extensions>=4.5.0")  # the wheel's own requirements
     print(f"[peers] llama-cpp-python installed from {wheel}; converter in {source_tree(root)}", file=sys.stderr)
