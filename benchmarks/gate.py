@@ -126,8 +126,8 @@ def _peer_ratio(doc: dict, key: str, kind: str, what: str) -> float:
 
 def _row_metric(doc: dict, key: str, what: str) -> float:
     try:
-        engine, rest = key.split(".", 1)
-        metric, n = rest.rsplit("@", 1)
+        head, n = key.rsplit("@", 1)
+        engine, metric = head.rsplit(".", 1)  # an engine name may hold a dot (llama.cpp); a metric never does
         n = int(n)
     except ValueError:
         raise GateError(f"absolute rule key {key!r} must read '<engine>.<metric>@<streams>'") from None

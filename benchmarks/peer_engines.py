@@ -47,7 +47,7 @@ class CadenzaSteps:
         self.stack = Stack(b, "backbone", B, length, dims, threads, False)
         ranges = getattr(b.layout, "heads", ()) or ()
         self.heads = [OrtGraph(b, f"head.{j}", {"batch": B}, threads, False) for j in range(len(ranges))]
-        self.head_lo = (b.layout.logits_offset + ranges[0][0]) if ranges else b.layout.logits_offset
+        self.col0 = b.layout.logits_offset + (ranges[0][0] if ranges else 0)
         self.columns = columns
         self.null = b.embedding.null_row
         self.ids = np.full((B, 1, E), self.null, np.int64)
@@ -86,11 +86,14 @@ class CadenzaSteps:
             self.j += 1
 
     def logits(self) -> np.ndarray:
+        """Columns [lo, hi) (vocabulary ids) of the last call: from the backbone's logits, whose column 0
+        is id `logits_offset`, or from head.0 (a cut head) where the layout has them."""
         lo, hi = self.columns
         if self.heads:  # compared: columns of head.0's range (the parent picks columns inside it)
             full = self.heads[0].run({"hidden": self.out["hidden"]})["logits"]
-            return np.array(full[:, lo - self.head_lo:hi - self.head_lo], np.float32)
-        return np.array(self.out["logits"][:, lo:hi], np.float32)
+        else:
+            full = self.out["logits"]
+        return np.array(full[:, lo - self.col0:hi - self.col0], np.float32)
 
     def close(self) -> None:
         self.stack.close()

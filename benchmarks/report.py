@@ -81,8 +81,9 @@ def _load_note(meta: dict) -> list[str]:
 def _pairs(values: dict) -> list[tuple[str, int]]:
     seen = []
     for key in values:
-        pair, rest = key.split(".", 1)
-        item = (pair, int(rest.rsplit("@", 1)[1]))
+        head, n = key.rsplit("@", 1)
+        pair = head.rsplit(".", 1)[0]  # an engine name may hold a dot (llama.cpp); a metric never does
+        item = (pair, int(n))
         if item not in seen:
             seen.append(item)
     return sorted(seen, key=lambda p: (p[1], p[0]))
