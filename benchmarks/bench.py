@@ -66,7 +66,7 @@ class BenchConfig:
     """What `cadenza bench` runs (the CLI flags, validated by `check`)."""
 
     bundle: str
-    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    baselines: list[str] = field(default_factory=lambda: [b for b in BASELINES if b not in PEERS])
     streams: list[int] = field(default_factory=lambda: [1, 4, 16])
     runs: int = 3
     warmup: int = 1
