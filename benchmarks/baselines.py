@@ -12,6 +12,9 @@
 - `reference`: the bundle family's own pipeline (`family_baselines.py`): for the
   reference family the same loop as `torch-eager`; for Orpheus and CSM the
   family's transformers model and codec, as their own code drives them.
+- `llama.cpp` on a flat-layout (Orpheus) bundle: an orpheus-cpp-style loop,
+  llama.cpp over the converted checkpoint + the bundle's SNAC graph
+  (`orpheus_cpp.py`). (`llama.cpp` and `ort-genai` are also per-step peers: `peers.py`.)
 
 All are `FrameSource`s: `begin` prefills a prompt, `next_frame` returns one
 frame of codes, `decode` turns frames into PCM (the streaming codec with its
@@ -279,5 +282,12 @@ def reference(bundle: str | Path, threads: int):
     return FAMILY_REFERENCES[family](bundle, threads)
 
 
-BASELINES = {"torch-eager": TorchEager, "ort-naive": OrtNaive, "reference": reference}
+def llama_cpp_frames(bundle: str | Path, threads: int):
+    """llama.cpp's orpheus-cpp-style frame loop (flat-layout bundles; `orpheus_cpp.py`)."""
+    from .orpheus_cpp import OrpheusLlamaCpp
+
+    return OrpheusLlamaCpp(bundle, threads)
+
+
+BASELINES = {"torch-eager": TorchEager, "ort-naive": OrtNaive, "reference": reference, "llama.cpp": llama_cpp_frames}
 REFERENCE_FAMILY_ONLY = ("torch-eager", "ort-naive")

@@ -11,6 +11,14 @@ The document (schema `cadenza-bench/1`):
 - `ratios`: Cadenza's engine against each baseline, as a speedup that is > 1
   when Cadenza is better (see `ratios.definition`), keyed
   `"ort/<baseline>.<metric>@<streams>"`.
+- `floor`: the memory floor of a backbone step: its weight bytes over a measured
+  GEMV read bandwidth (`floor.py`; `--no-floor` skips it).
+- `peers` (with `--baselines llama.cpp` and/or `ort-genai`): the backbone converted
+  for llama.cpp and ORT-GenAI at the bundle's precision, logits agreement, and
+  per-token step times at batch 1 and 8 in rotation (`peers.py`); ratios
+  `"cadenza/<peer>.step_p50@<batch>"` (Cadenza's time / the peer's). On a
+  flat-layout (Orpheus) bundle, `llama.cpp` also runs as a stream baseline: an
+  orpheus-cpp-style frame loop (`orpheus_cpp.py`).
 
 Example:
     >>> doc = run_bench(BenchConfig(bundle="bundles/tiny", streams=[1], runs=1))
@@ -36,6 +44,7 @@ from cadenza.engine.contract import text as tok
 from cadenza.engine.contract.bundle import Bundle
 
 from .baselines import BASELINES, REFERENCE_FAMILY_ONLY, SAMPLING
+from .peers import PEERS, PeerConfig
 from .measure import HIGHER_IS_BETTER, LOWER_IS_BETTER, definitions, summarize
 from .runners import ENGINE
 from .workers import Job, interleave, start_workers
@@ -57,7 +66,7 @@ class BenchConfig:
     """What `cadenza bench` runs (the CLI flags, validated by `check`)."""
 
     bundle: str
-    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    baselines: list[str] = field(default_factory=lambda: [b for b in BASELINES if b not in PEERS])
     streams: list[int] = field(default_factory=lambda: [1, 4, 16])
     runs: int = 3
     warmup: int = 1
@@ -68,13 +77,27 @@ class BenchConfig:
     positions: list[int] = field(default_factory=list)
     isolate: bool = True  # one worker process per engine x scenario
     spinning: bool = False  # Cadenza's engine with spinning intra-op threads (Engine.load(spinning=True))
+    floor: bool = True  # measure the GEMV bandwidth and the step floor
+    peer: PeerConfig | None = None  # how the peers run (batches, rounds, cache); None: the defaults
     prompt_len: int = 0  # set by `check`: the prompt's positions on the bundle (its voice prefix included)
+
+    @property
+    def peers(self) -> list[str]:
+        """The baselines that are peers (timed per backbone step on converted weights)."""
+        return [b for b in self.baselines if b in PEERS]
+
+    def stream_baselines(self, bundle: Bundle) -> list[str]:
+        """The baselines that serve streams: all but the peers, and llama.cpp's frame loop on a flat layout."""
+        out = [b for b in self.baselines if b not in PEERS]
+        if "llama.cpp" in self.baselines and bundle.layout.kind == "flat":
+            out.append("llama.cpp")
+        return out
 
     def check(self, bundle: Bundle) -> None:
         """Raise ValueError (one line) for settings that cannot run on `bundle`."""
-        unknown = [b for b in self.baselines if b not in BASELINES]
+        unknown = [b for b in self.baselines if b not in BASELINES and b not in PEERS]
         if unknown:
-            raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(BASELINES)}")
+            raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted([*BASELINES, *PEERS])}")
         wrong = [b for b in self.baselines if b in REFERENCE_FAMILY_ONLY and bundle.family != "cadenza-reference"]
         if wrong:
             raise ValueError(f"baseline(s) {wrong} drive the reference family; for a {bundle.family} bundle use "
@@ -85,8 +108,11 @@ class BenchConfig:
                             ("threads", self.threads, 1), ("seed", self.seed, 0)):
             if v < lo:
                 raise ValueError(f"--{name} must be >= {lo}, got {v}")
-        if not self.streams or min(self.streams) < 1:
-            raise ValueError(f"--streams must be positive counts like 1,4,16, got {self.streams}")
+        if (not self.streams and not self.peers) or (self.streams and min(self.streams) < 1):
+            raise ValueError(f"--streams must be positive counts like 1,4,16 (empty only with peer baselines), "
+                             f"got {self.streams}")
+        if self.peers:
+            self.peer_config().check()
         per_frame = bundle.layout.tokens_per_frame
         room = (bundle.constants.max_seq_len - self.prompt_len) // per_frame
         if self.frames > room:
@@ -96,6 +122,11 @@ class BenchConfig:
         if bad:
             raise ValueError(f"--positions {bad} must lie between the prompt ({self.prompt_len} tokens) "
                              f"and the model's {bundle.constants.max_seq_len} positions")
+
+    def peer_config(self) -> PeerConfig:
+        pc = self.peer or PeerConfig(peers=[])
+        pc.peers, pc.threads, pc.seed = self.peers, self.threads, self.seed
+        return pc
 
     def long_frames(self, max_len: int) -> int:
         """Frames of the long stream that reaches past the highest position (+8 to fill its bin)."""
@@ -108,7 +139,22 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     bundle = Bundle.load(cfg.bundle, verify=False)  # Engine.load verifies every file hash
     cfg.check(bundle)
     meta = collect_meta(cfg, bundle)
-    engines = [ENGINE, *cfg.baselines]
+    doc_extra = {}
+    if cfg.floor:
+        from .floor import floor_section
+
+        say(f"[bench] floor: GEMV read bandwidth with {cfg.threads} thread(s)")
+        doc_extra["floor"] = floor_section(bundle, cfg.threads)
+    if cfg.peers:
+        from .peers import run_peers
+
+        pc = cfg.peer_config()
+        if pc.cache:  # the llama.cpp frame loop's worker process finds the converted model there
+            os.environ["CADENZA_PEERS_CACHE"] = pc.cache
+        bandwidth = doc_extra["floor"]["bandwidth"] if "floor" in doc_extra else None
+        doc_extra["peers"] = run_peers(cfg.bundle, pc, bandwidth, say)
+    engines = [ENGINE, *cfg.stream_baselines(bundle)]
+    meta["engines"] = engines
     rows = []
     for n in cfg.streams:
         say(f"[bench] {n} stream(s): loading {', '.join(engines)}; {cfg.warmup} warm-up + {cfg.runs} timed runs, "
@@ -118,7 +164,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         for engine, res in zip(engines, results):
             rows += make_rows(engine, n, res)
     return {"schema": SCHEMA, "meta": meta, "definitions": definitions(), "rows": rows,
-            "ratios": {"definition": RATIO_DEFINITION, "values": compute_ratios(rows)}}
+            "ratios": {"definition": RATIO_DEFINITION, "values": compute_ratios(rows)}, **doc_extra}
 
 
 def _job(cfg: BenchConfig, bundle: Bundle, engine: str, n: int, with_positions: bool) -> Job:

@@ -29,8 +29,10 @@ def register(subparsers) -> None:
     p.add_argument("--bundle", required=True, help="the bundle directory (from `cadenza export`)")
     p.add_argument("--baselines", default="torch-eager,ort-naive",
                    help="comma-separated: torch-eager, ort-naive (the reference family's loop driven naively), "
-                        "reference (the bundle family's own pipeline); empty: Cadenza's engine only")
-    p.add_argument("--streams", default="1,4,16", help="concurrent stream counts, e.g. 1,4,16")
+                        "reference (the bundle family's own pipeline), llama.cpp, ort-genai (peers on the same "
+                        "weights, per backbone step; needs the [peers] extra); empty: Cadenza's engine only")
+    p.add_argument("--streams", default="1,4,16",
+                   help="concurrent stream counts, e.g. 1,4,16 (empty with peers: the peers section only)")
     p.add_argument("--runs", type=int, default=3, help="timed runs per engine x scenario")
     p.add_argument("--warmup", type=int, default=1, help="discarded warm-up runs before the timed ones")
     src = p.add_mutually_exclusive_group()
@@ -45,6 +47,16 @@ def register(subparsers) -> None:
                    help="also time one long stream and report step time near these cache positions, e.g. 100,2000")
     p.add_argument("--no-isolate", action="store_true",
                    help="run every engine in this process (faster; peak RSS is then the whole process's)")
+    p.add_argument("--no-floor", action="store_true", help="skip the GEMV bandwidth / step floor measurement")
+    g = p.add_argument_group("peers (--baselines llama.cpp,ort-genai)")
+    g.add_argument("--peer-batches", default="1,8", help="batch sizes of the per-step timing")
+    g.add_argument("--peer-rounds", type=int, default=10, help="rounds of the rotation")
+    g.add_argument("--peer-steps", type=int, default=8, help="timed steps per engine per round")
+    g.add_argument("--peer-context", type=int, default=100, help="positions of context the rows start at")
+    g.add_argument("--peers-cache", default=None,
+                   help="where converted models are cached (default: $CADENZA_PEERS_CACHE or the user cache)")
+    g.add_argument("--llama-cpp-src", default=None,
+                   help="a llama.cpp source tree with convert_hf_to_gguf.py (default: the one peer_setup unpacked)")
     p.add_argument("--json", required=True, help="write the result document here")
     p.add_argument("--plot", default=None, help="write latency CDFs and the concurrency curve to this PNG")
     p.add_argument("--markdown", action="store_true", help="print the tables as markdown on stdout")
@@ -71,6 +83,7 @@ def _text(args) -> str:
 def config_from_args(args):
     """The validated `BenchConfig` of the parsed flags (the bundle is checked by `run_bench`)."""
     from .bench import BenchConfig, default_threads
+    from .peers import PeerConfig
 
     if not (Path(args.bundle) / "manifest.json").is_file():
         raise ValueError(f"--bundle {args.bundle} is not a Cadenza bundle (no manifest.json); "
@@ -78,7 +91,11 @@ def config_from_args(args):
     return BenchConfig(bundle=args.bundle, baselines=_names(args.baselines), streams=_ints(args.streams, "--streams"),
                        runs=args.runs, warmup=args.warmup, text=_text(args), frames=args.frames,
                        threads=args.threads or default_threads(), spinning=args.spinning, seed=args.seed,
-                       positions=_ints(args.positions or "", "--positions"), isolate=not args.no_isolate)
+                       positions=_ints(args.positions or "", "--positions"), isolate=not args.no_isolate,
+                       floor=not args.no_floor,
+                       peer=PeerConfig(peers=[], batches=_ints(args.peer_batches, "--peer-batches"),
+                                       rounds=args.peer_rounds, steps=args.peer_steps, context=args.peer_context,
+                                       cache=args.peers_cache, llama_cpp_src=args.llama_cpp_src))
 
 
 def cmd_bench(args) -> int:
@@ -86,6 +103,8 @@ def cmd_bench(args) -> int:
     from .report import markdown, plot
 
     cfg = config_from_args(args)
+    if args.plot and not cfg.streams:
+        raise ValueError("--plot draws the stream scenarios; give --streams (or leave --plot out)")
     doc = run_bench(cfg, progress=lambda s: print(s, file=sys.stderr, flush=True))
     path = write_json(doc, args.json)
     print(f"[bench] wrote {path}", file=sys.stderr)

@@ -14,6 +14,10 @@ Three kinds of rule (see `benchmarks/gates.toml`):
     key = "ort.underruns@1"
     max = 0
 
+    [[ratio]]      # a peer ratio (`cadenza bench --baselines llama.cpp,ort-genai`): Cadenza's step time /
+    key = "peers.cadenza/llama.cpp.step_p50@1"   # the peer's, so lower is better: gate it with max
+    max = 1.1
+
 Each rule may carry `why` (shown in the table). Baseline rules are skipped
 without `--baseline`. Exit codes: 0 all pass, 1 a rule failed, 2 the input is
 unusable (`GateError`: malformed JSON or TOML, a missing metric, a baseline of
@@ -86,8 +90,14 @@ def load_rules(path: str | Path | None) -> list[tuple[str, dict]]:
     return rules
 
 
+PEER_PREFIX = "peers."
+
+
 def lookup(doc: dict, key: str, kind: str, what: str = "result") -> float:
-    """A ratio ("ort/<baseline>.<metric>@<n>") or a row metric ("<engine>.<metric>@<n>")."""
+    """A ratio ("ort/<baseline>.<metric>@<n>"), a peer ratio ("peers.cadenza/<peer>.step_p50@<batch>") or a
+    row metric ("<engine>.<metric>@<n>")."""
+    if key.startswith(PEER_PREFIX):
+        return _peer_ratio(doc, key, kind, what)
     if kind in ("ratio", "baseline"):
         values = doc["ratios"]["values"]
         if key not in values:
@@ -102,10 +112,22 @@ def lookup(doc: dict, key: str, kind: str, what: str = "result") -> float:
     return float(v)
 
 
+def _peer_ratio(doc: dict, key: str, kind: str, what: str) -> float:
+    if kind != "ratio":
+        raise GateError(f"{key!r}: peer ratios are times (Cadenza's / the peer's, lower is better); gate them with a "
+                        "[[ratio]] rule and max")
+    values = (doc.get("peers") or {}).get("ratios") or {}
+    v = values.get(key[len(PEER_PREFIX):])
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        has = f"it has {sorted(values)}" if values else "it has none: bench with --baselines llama.cpp,ort-genai"
+        raise GateError(f"the {what} has no peer ratio {key!r} ({has})")
+    return float(v)
+
+
 def _row_metric(doc: dict, key: str, what: str) -> float:
     try:
-        engine, rest = key.split(".", 1)
-        metric, n = rest.rsplit("@", 1)
+        head, n = key.rsplit("@", 1)
+        engine, metric = head.rsplit(".", 1)  # an engine name may hold a dot (llama.cpp); a metric never does
         n = int(n)
     except ValueError:
         raise GateError(f"absolute rule key {key!r} must read '<engine>.<metric>@<streams>'") from None

@@ -51,7 +51,23 @@ def markdown(doc: dict) -> str:
         cells = [_fmt(values.get(f"{pair}.{m}@{n}"), 1, "{:.2f}x") for m in RATIO_COLUMNS]
         out.append(f"| {pair} | {n} | " + " | ".join(cells) + " |")
     out += _positions_table(rows)
+    out += floor_lines(doc.get("floor"))
+    if doc.get("peers"):
+        from .peers import markdown as peers_markdown
+
+        out += peers_markdown(doc["peers"])
     return "\n".join(out) + "\n"
+
+
+def floor_lines(floor: dict | None) -> list[str]:
+    if not floor:
+        return []
+    bw = floor["bandwidth"]
+    return ["", (f"Memory floor of a backbone step: {floor['step_weight_bytes'] / 1e6:.1f} MB of weights / "
+                 f"{bw['best_gb_s']:.1f} GB/s (best GEMV read bandwidth; median {bw['median_gb_s']:.1f} GB/s, "
+                 f"{bw['matrix_bytes'] / 2**20:.0f} MiB fp32 matrix, {bw['threads']} thread(s)) = "
+                 f"**{floor['step_floor_ms']:.2f} ms** ({floor['step_floor_ms_at_median_bandwidth']:.2f} ms at the "
+                 "median bandwidth); KV-cache reads come on top.")]
 
 
 def _load_note(meta: dict) -> list[str]:
@@ -65,8 +81,9 @@ def _load_note(meta: dict) -> list[str]:
 def _pairs(values: dict) -> list[tuple[str, int]]:
     seen = []
     for key in values:
-        pair, rest = key.split(".", 1)
-        item = (pair, int(rest.rsplit("@", 1)[1]))
+        head, n = key.rsplit("@", 1)
+        pair = head.rsplit(".", 1)[0]  # an engine name may hold a dot (llama.cpp); a metric never does
+        item = (pair, int(n))
         if item not in seen:
             seen.append(item)
     return sorted(seen, key=lambda p: (p[1], p[0]))
@@ -103,6 +120,8 @@ def plot(doc: dict, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [r for r in doc["rows"] if r["kind"] == "streams"]
+    if not rows:
+        raise ValueError("--plot draws the stream scenarios; this run has none (--streams was empty)")
     first = min(r["streams"] for r in rows)
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     (a_ttfa, a_frame), (a_conc, a_pos) = axes
