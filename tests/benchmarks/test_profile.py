@@ -11,4 +11,12 @@ def test_profile_reports_the_fused_operators(tiny_bundle, capsys):
     assert all(us > 0 for us in res["backbone"].values())
     assert main(["--bundle", str(tiny_bundle), "--steps", "2", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "| GroupQueryAttention |" in out and "ms of kernels per frame" in out
+    assert "| GroupQueryAttention |" in out and "ms of kernels per frame" in out and "inside ONNX Runtime" in out
+
+
+def test_split_puts_the_runs_inside_the_frame(tiny_bundle):
+    from cadenza.benchmarks.profile import split
+
+    sp = split(str(tiny_bundle), batch=2, steps=4, threads=1)
+    assert 0 < sp["ort_ms"] < sp["frame_ms"]
+    assert abs(sp["ort_ms"] + sp["outside_ms"] - sp["frame_ms"]) < 1e-6
