@@ -46,7 +46,7 @@ class FusedOptions:
     """How the fused graphs store their weights.
 
     precision: fp32 / fp16 (weights, activations and KV cache in half precision) / int8 /
-        int4 (block-quantised `MatMulNBits`, symmetric, activations fp32).
+        int4 (block-quantised `MatMulNBits`, symmetric; fp32 activations in and out).
     block_size: quantisation block along the input dimension (32 or 128).
     accuracy_level: `MatMulNBits` compute type; 4 = int8 activations (the fast CPU path: with 0
         the 8-bit kernel falls back to a path over ten times slower).

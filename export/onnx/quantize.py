@@ -7,8 +7,8 @@ quantisation rewrites each MatMul whose right-hand side is a constant weight
 operator); attention products between activations stay fp32. The fused graphs
 quantise block-wise instead (`fused.py`, `MatMulNBits`).
 
-Accuracy: logits keep a cosine similarity above 0.999 with fp32 on random inputs
-(tests/export/test_quantize.py), but greedy codes can diverge from the fp32
+Accuracy: logits keep a cosine similarity above 0.999 with fp32 on `tiny`
+(tests/export/onnx/test_quantize.py), but greedy codes can diverge from the fp32
 reference after a near tie, so parity tests use fp32 bundles.
 """
 from __future__ import annotations
