@@ -135,6 +135,21 @@ class BenchConfig:
 
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict:
     """Run every engine x scenario and return the JSON document (see the module docstring)."""
+    cache = cfg.peer.cache if cfg.peer is not None and cfg.peers else None
+    if not cache:
+        return _run_bench(cfg, progress)
+    before = os.environ.get("CADENZA_PEERS_CACHE")
+    os.environ["CADENZA_PEERS_CACHE"] = cache  # the llama.cpp frame loop's worker process finds the converted model there
+    try:
+        return _run_bench(cfg, progress)
+    finally:  # this process's environment as it was
+        if before is None:
+            os.environ.pop("CADENZA_PEERS_CACHE", None)
+        else:
+            os.environ["CADENZA_PEERS_CACHE"] = before
+
+
+def _run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None) -> dict:
     say = progress or (lambda s: None)
     bundle = Bundle.load(cfg.bundle, verify=False)  # Engine.load verifies every file hash
     cfg.check(bundle)
@@ -149,8 +164,6 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         from .peers import run_peers
 
         pc = cfg.peer_config()
-        if pc.cache:  # the llama.cpp frame loop's worker process finds the converted model there
-            os.environ["CADENZA_PEERS_CACHE"] = pc.cache
         bandwidth = doc_extra["floor"]["bandwidth"] if "floor" in doc_extra else None
         doc_extra["peers"] = run_peers(cfg.bundle, pc, bandwidth, say)
     engines = [ENGINE, *cfg.stream_baselines(bundle)]
