@@ -25,7 +25,7 @@ import numpy as np
 from cadenza.engine.contract.bundle import Bundle
 from cadenza.engine.runtime.pacing import ChunkSchedule
 
-from .baselines import SAMPLING
+from .measure import SAMPLING
 
 
 class _TorchSource:

@@ -23,6 +23,8 @@ from itertools import pairwise
 
 from cadenza.engine.runtime.metrics import StreamMetrics, percentile
 
+SAMPLING = {"temperature": 0.9, "top_k": 50, "top_p": 1.0}  # every engine of the bench samples with these
+
 
 def _r(x: float) -> float:
     """Microsecond rounding keeps the raw samples in the JSON readable."""

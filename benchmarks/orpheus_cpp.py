@@ -29,7 +29,7 @@ from cadenza.engine.contract.bundle import Bundle
 from cadenza.engine.runtime.pacing import ChunkSchedule
 from cadenza.engine.runtime.sampler import SamplingParams, StreamSampler
 
-from .baselines import SAMPLING
+from .measure import SAMPLING
 
 WINDOW_FRAMES = 4
 

@@ -32,10 +32,12 @@ import numpy as np
 
 from cadenza.engine.contract.bundle import Bundle
 
+from .peer_setup import LLAMA_CPP_VERSION, default_root, source_tree
+from .reference_model import load_reference
+
 # bundle precision -> (GGUF type, GenAI precision)
 PRECISIONS = {"fp32": ("f32", "fp32"), "int8": ("q8_0", "int8"), "int4": ("q4_0", "int4")}
 ACCURACY_LEVEL = 4  # MatMulNBits compute type of Cadenza's fused graphs (int8 activations)
-LLAMA_CPP_VERSION = "0.3.36"  # the llama-cpp-python release whose vendored converter and runtime were tested
 FAMILIES = ("cadenza-reference", "orpheus")
 
 
@@ -75,8 +77,6 @@ class Target:
 def cache_dir(bundle: Bundle, root: str | Path | None = None) -> Path:
     """`<root>/<bundle hash[:16]>` (root default: $CADENZA_PEERS_CACHE, else the user cache's `cadenza/peers`)."""
     if root is None:
-        from .peer_setup import default_root
-
         root = default_root()
     d = Path(root) / bundle.hash[:16]
     d.mkdir(parents=True, exist_ok=True)
@@ -153,8 +153,6 @@ def hf_checkpoint(bundle: Bundle, cache: Path) -> Path:
 def _reference_hf(bundle: Bundle, out: Path) -> None:
     from safetensors.torch import save_file
 
-    from .baselines import load_reference
-
     weights = bundle.path / "weights"
     if not (weights / "model.safetensors").is_file():
         raise PeerError(f"{bundle.path} has no PyTorch weights to convert for the peers; export it with "
@@ -186,8 +184,6 @@ def _orpheus_hf(bundle: Bundle, out: Path) -> None:
 def llama_cpp_source(explicit: str | Path | None = None) -> Path:
     """The llama.cpp tree holding `convert_hf_to_gguf.py`: `explicit`, $CADENZA_LLAMA_CPP_SRC, or the sdist
     that `python -m cadenza.benchmarks.peer_setup` unpacked into the peers cache."""
-    from .peer_setup import default_root, source_tree
-
     for cand in (explicit, os.environ.get("CADENZA_LLAMA_CPP_SRC"), source_tree(default_root())):
         if cand and (Path(cand) / "convert_hf_to_gguf.py").is_file():
             return Path(cand)

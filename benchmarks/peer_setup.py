@@ -26,7 +26,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from .peer_convert import LLAMA_CPP_VERSION
+LLAMA_CPP_VERSION = "0.3.36"  # the llama-cpp-python release whose vendored converter and runtime were tested
 
 # /proc/cpuinfo flag -> ggml CMake option
 CPU_FLAGS = {"avx": "GGML_AVX", "avx2": "GGML_AVX2", "fma": "GGML_FMA", "f16c": "GGML_F16C", "bmi2": "GGML_BMI2",
