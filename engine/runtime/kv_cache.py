@@ -44,7 +44,7 @@ class KVCache:
         self.shape, self.slots = shape, slots
         s = shape
         self.data = np.zeros((s.layers, 2, slots, s.kv_heads, s.max_len, s.head_dim), dtype)
-        self._views: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._views: dict[int, list[np.ndarray]] = {}  # batch -> views from slot 0
 
     @property
     def nbytes(self) -> int:
@@ -52,13 +52,17 @@ class KVCache:
 
     def views(self, batch: int, start: int = 0) -> list[np.ndarray]:
         """Per-layer [key, value] views over slots start..start+batch-1, interleaved as the graphs take them.
-        The same list of the same view objects for the same (batch, start) (do not modify it): a graph
-        sees the same arrays from step to step and keeps its binding."""
-        v = self._views.get((batch, start))
+        From slot 0 (a decode step's batch) the same list of the same view objects for the same batch (do
+        not modify it): the step graph sees the same arrays from step to step and keeps its binding."""
+        if start:
+            return self._make_views(batch, start)
+        v = self._views.get(batch)
         if v is None:
-            v = self._views[(batch, start)] = [self.data[l, kv, start:start + batch]
-                                               for l in range(self.shape.layers) for kv in (0, 1)]
+            v = self._views[batch] = self._make_views(batch, 0)
         return v
+
+    def _make_views(self, batch: int, start: int) -> list[np.ndarray]:
+        return [self.data[l, kv, start:start + batch] for l in range(self.shape.layers) for kv in (0, 1)]
 
     def write_rows(self, new: list[np.ndarray], batch: int, positions: np.ndarray, start: int = 0) -> None:
         """Write one new entry per row: `new` holds per layer the key and value outputs of a step
