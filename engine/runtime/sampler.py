@@ -104,14 +104,20 @@ class StreamSampler:
         self.seed = seed_int64(self.params.seed)
         self.history = np.full((self.n_codebooks, max(self.params.repetition_window, 1)), -1, np.int64)
         self._seen = 0
+        self._frame: tuple[int, np.ndarray] | None = None  # (draws, this frame's K draws)
 
     def sample(self, logits: np.ndarray, codebook: int) -> int:
         """One id from logits [V] (not modified) for `codebook` of the current frame."""
         return int(sample_batch(logits[None], [self], codebook)[0])
 
     def uniform(self, codebook: int) -> float:
-        """This frame's draw for `codebook` (step 7)."""
-        return float(counter_uniform(self.seed, self.draws + codebook))
+        """This frame's draw for `codebook` (step 7): `counter_uniform(seed, draws + codebook)`, the frame's
+        K draws computed in one call the first time the frame asks."""
+        if not 0 <= codebook < self.n_codebooks:
+            return float(counter_uniform(self.seed, self.draws + codebook))
+        if self._frame is None or self._frame[0] != self.draws:
+            self._frame = (self.draws, counter_uniform(self.seed, self.draws + np.arange(self.n_codebooks)))
+        return float(self._frame[1][codebook])
 
     def penalise(self, logits: np.ndarray, codebook: int) -> None:
         """Step 1 on logits [V], in place."""
@@ -143,10 +149,11 @@ def sample_batch(logits: np.ndarray, samplers: list[StreamSampler], codebook: in
         logits = logits.copy()
         for b in penal:
             samplers[b].penalise(logits[b], codebook)
-    out = np.empty(B, np.int64)
     greedy = np.array([s.params.is_greedy for s in samplers])
-    if greedy.any():
-        out[greedy] = np.argmax(logits[greedy], axis=1)
+    if not greedy.any():
+        return _sample_rows(logits, samplers, codebook)
+    out = np.empty(B, np.int64)
+    out[greedy] = np.argmax(logits[greedy], axis=1)
     rows = np.flatnonzero(~greedy)
     if rows.size:
         out[rows] = _sample_rows(logits[rows], [samplers[b] for b in rows], codebook)
@@ -207,7 +214,7 @@ def _descending(w: np.ndarray, m: int) -> np.ndarray:
     part = np.argpartition(-w, m - 1, axis=1)[:, :m]  # the m largest, unordered
     r = np.arange(n)[:, None]
     kth = w[r, part].min(axis=1, keepdims=True)
-    if ((w == kth).sum(axis=1) > (w[r, part] == kth).sum(axis=1)).any():
-        return np.argsort(-w, axis=1, kind="stable")  # a tie straddles the cut: be exact
+    if ((w >= kth).sum(axis=1) > m).any():  # more than m entries reach the m-th largest: a tie straddles the cut
+        return np.argsort(-w, axis=1, kind="stable")  # be exact
     sub = np.lexsort((part, -w[r, part]), axis=1)  # by weight, then by index
     return part[r, sub]

@@ -247,3 +247,13 @@ def test_partial_descending_order_equals_the_stable_sort():
             w[:, rs.randint(0, 300, 50)] = 0.5  # many equal weights
         m = int(rs.randint(1, 60))
         np.testing.assert_array_equal(_descending(w, m)[:, :m], np.argsort(-w, axis=1, kind="stable")[:, :m])
+
+
+def test_uniform_is_the_counter_draw_in_any_order_and_across_frames():
+    """A frame's draws are computed together once; asked in any order, after end_frame, or past K,
+    each is still counter_uniform(seed, draws + codebook)."""
+    s = StreamSampler(SamplingParams(seed=11), 4)
+    for frame in range(3):
+        for k in (3, 0, 2, 0, 1, 5):
+            assert s.uniform(k) == float(counter_uniform(11, 4 * frame + k)), (frame, k)
+        s.end_frame(np.array([1, 2, 3, 4]) if frame else None)
