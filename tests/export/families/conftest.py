@@ -2,6 +2,9 @@
 (transformers, snac, tokenizers), and their bundles, once per session."""
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 pytest.importorskip("transformers", reason="the family exporters need transformers: pip install -e .[export]")
@@ -77,3 +80,16 @@ def csm_hf(csm_dir):
     from transformers import CsmForConditionalGeneration
 
     return CsmForConditionalGeneration.from_pretrained(csm_dir).eval()
+
+
+@pytest.fixture
+def edited_copy(tmp_path):
+    """`edited_copy(src, name, **config)`: a copy of checkpoint directory `src` under `name` whose
+    config.json has `config` merged in (a checkpoint made wrong on purpose)."""
+    def make(src, name, **config):
+        d = shutil.copytree(src, tmp_path / name)
+        cfg = json.loads((d / "config.json").read_text())
+        cfg.update(config)
+        (d / "config.json").write_text(json.dumps(cfg))
+        return d
+    return make

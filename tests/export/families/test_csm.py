@@ -5,7 +5,6 @@ agrees with, and bad checkpoints are typed errors."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -135,14 +134,11 @@ def test_manifest_records_the_token_map(csm_bundle):
     assert {s["dtype"] for s in m["graphs"]["codec_decode"]["state"]} == {"float32", "int64"}
 
 
-def test_another_architecture(tmp_path, csm_dir):
+def test_another_architecture(tmp_path, csm_dir, edited_copy):
     from cadenza.export.families import export_family
     from cadenza.export.families.checkpoint import CheckpointError
 
-    d = shutil.copytree(csm_dir, tmp_path / "ckpt")
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["architectures"] = ["LlamaForCausalLM"]
-    (d / "config.json").write_text(json.dumps(cfg))
+    d = edited_copy(csm_dir, "ckpt", architectures=["LlamaForCausalLM"])
     with pytest.raises(CheckpointError, match="CsmForConditionalGeneration"):
         export_family("csm", str(d), tmp_path / "out")
     with pytest.raises(CheckpointError, match="inside its checkpoint"):

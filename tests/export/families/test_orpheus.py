@@ -155,35 +155,26 @@ def test_missing_tokenizer(tmp_path, orpheus_dir, snac_dir):
         _export(tmp_path, d, snac_dir)
 
 
-def test_another_architecture(tmp_path, orpheus_dir, snac_dir):
+def test_another_architecture(tmp_path, orpheus_dir, snac_dir, edited_copy):
     from cadenza.export.families.checkpoint import CheckpointError
 
-    d = shutil.copytree(orpheus_dir, tmp_path / "ckpt")
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["architectures"] = ["GPT2LMHeadModel"]
-    (d / "config.json").write_text(json.dumps(cfg))
+    d = edited_copy(orpheus_dir, "ckpt", architectures=["GPT2LMHeadModel"])
     with pytest.raises(CheckpointError, match="LlamaForCausalLM"):
         _export(tmp_path, d, snac_dir)
 
 
-def test_vocabulary_too_small_for_the_token_map(tmp_path, orpheus_dir, snac_dir):
+def test_vocabulary_too_small_for_the_token_map(tmp_path, orpheus_dir, snac_dir, edited_copy):
     from cadenza.export.families.checkpoint import CheckpointError
 
-    d = shutil.copytree(orpheus_dir, tmp_path / "ckpt")
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["vocab_size"] = 128256
-    (d / "config.json").write_text(json.dumps(cfg))
+    d = edited_copy(orpheus_dir, "ckpt", vocab_size=128256)
     with pytest.raises(CheckpointError, match="too small"):
         _export(tmp_path, d, snac_dir)
 
 
-def test_a_codec_that_does_not_fit(tmp_path, orpheus_dir, snac_dir):
+def test_a_codec_that_does_not_fit(tmp_path, orpheus_dir, snac_dir, edited_copy):
     from cadenza.export.families.checkpoint import CheckpointError
 
-    d = shutil.copytree(snac_dir, tmp_path / "codec")
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["sampling_rate"] = 32000
-    (d / "config.json").write_text(json.dumps(cfg))
+    d = edited_copy(snac_dir, "codec", sampling_rate=32000)
     with pytest.raises(CheckpointError, match="snac_24khz"):
         _export(tmp_path, orpheus_dir, d)
 
